@@ -1,0 +1,45 @@
+//! Validation errors shared by every edge (HTTP, CLI) and the [`ErrorCode`] trait that gives
+//! each error a stable machine code. It must not know about HTTP status codes: the API layer
+//! maps codes to statuses.
+
+/// A stable, machine-readable error code (`snake_case`), kept identical across releases.
+pub trait ErrorCode {
+    /// The code clients match on, e.g. `prompt_required`.
+    fn code(&self) -> &'static str;
+}
+
+/// Input that breaks a domain rule. Every variant names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// The prompt is empty or only whitespace.
+    #[error("prompt is required and must not be blank")]
+    PromptRequired,
+    /// The prompt is larger than the configured limit.
+    #[error("prompt is {size} bytes; the limit is {limit} bytes")]
+    PromptTooLarge { size: usize, limit: usize },
+    /// The timeout is zero or above the configured maximum.
+    #[error("timeout must be between 1 and {max_secs} seconds, got {got_secs}")]
+    InvalidTimeout { got_secs: u64, max_secs: u64 },
+    /// A project name that is not a slug.
+    #[error("invalid project name {name:?}: {reason}")]
+    InvalidProjectName { name: String, reason: &'static str },
+    /// A provider id that is not a known form.
+    #[error("invalid provider id {id:?}: {reason}")]
+    InvalidProvider { id: String, reason: &'static str },
+    /// A field failed a rule that has no variant of its own.
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}
+
+impl ErrorCode for ValidationError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::PromptRequired => "prompt_required",
+            Self::PromptTooLarge { .. } => "prompt_too_large",
+            Self::InvalidTimeout { .. } => "invalid_timeout",
+            Self::InvalidProjectName { .. } => "invalid_project_name",
+            Self::InvalidProvider { .. } => "invalid_provider",
+            Self::InvalidField { .. } => "invalid_field",
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! rdev's domain: the types every other crate speaks (requests, events, tasks, projects),
+//! their validation, the ports adapters implement, and the provider registry.
+//!
+//! This crate owns rules, not I/O: it must never depend on sqlx, reqwest, axum, hyper or
+//! tokio's process/net features. Adapters live in `rdev-agents`, `rdev-store` and
+//! `rdev-server` and depend on this crate, never the other way round.
+
+pub mod agent;
+pub mod build;
+pub mod error;
+pub mod project;
+pub mod provider;
+pub mod registry;
+pub mod secret;
+pub mod task;
+
+pub use agent::{
+    AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, Capabilities, CodeAgent,
+    EventSink, RequestLimits, RunId, Usage, DEFAULT_AVAILABILITY_TIMEOUT,
+};
+pub use build::BuildSpec;
+pub use error::{ErrorCode, ValidationError};
+pub use project::{Project, ProjectName};
+pub use provider::AgentProvider;
+pub use registry::{ProviderRegistry, RegistryError};
+pub use secret::SecretString;
+pub use task::{TaskId, TaskStatus, TransitionError, WorkTask};
