@@ -1,1 +1,7 @@
-//! placeholder
+//! Code-agent adapters behind `rdev_core::CodeAgent`: Claude Code (a CLI run locally or
+//! through `kubectl exec`) and OpenCode (an HTTP/SSE client for `opencode serve`). Each
+//! adapter owns its process or HTTP handling and maps its provider's stream to
+//! `rdev_core::AgentEvent`.
+
+pub mod claude_code;
+pub mod opencode;

@@ -1,1 +1,6 @@
-//! placeholder
+//! The rdev application: configuration, the HTTP API, the worker pool and the adapters that
+//! only the server needs (git workspaces, Woodpecker, callbacks). `Application::build`
+//! wires them; `main.rs` in `rdev-cli` stays thin.
+
+pub mod templates;
+pub mod woodpecker;

@@ -1,0 +1,1 @@
+//! OpenCode adapter: a client for `opencode serve` (sessions, messages, SSE events, abort).

@@ -1,0 +1,1 @@
+//! Project templates: loading `template.toml` folders and rendering them strictly.

@@ -1,0 +1,1 @@
+//! Woodpecker CI REST client: find and follow the pipeline for a pushed commit.
