@@ -2,5 +2,12 @@
 //! only the server needs (git workspaces, Woodpecker, callbacks). `Application::build`
 //! wires them; `main.rs` in `rdev-cli` stays thin.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod telemetry;
 pub mod templates;
 pub mod woodpecker;
+
+pub use app::Application;
+pub use config::Config;

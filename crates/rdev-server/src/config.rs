@@ -1,0 +1,149 @@
+//! rdev's configuration: defaults, then `rdev.toml` (or the file named by `--config` /
+//! `RDEV_CONFIG`), then `RDEV_*` environment variables, then command-line flags. It only
+//! describes settings; it opens no connection and starts nothing.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use rdev_core::{RequestLimits, SecretString};
+use serde::Deserialize;
+
+/// Where logs go and how they look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty when stderr is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// Everything `rdev serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// `sqlite:PATH` (default `sqlite:rdev.db`) or `postgres://...`.
+    pub database_url: String,
+    /// Where rdev keeps its own files (mirrors, workspaces, the master key file).
+    pub data_dir: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Bearer token required by the API (`RDEV_API_TOKEN`); `None` leaves it open.
+    pub api_token: Option<SecretString>,
+    /// Allow callback URLs in private/loopback ranges (off by default: SSRF).
+    pub allow_private_callbacks: bool,
+    /// How long running work may take to finish after a shutdown signal, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Largest agent timeout a build may ask for, in seconds.
+    pub max_timeout_secs: u64,
+    /// Largest prompt accepted, in bytes.
+    pub max_prompt_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite:rdev.db".to_owned(),
+            data_dir: PathBuf::from("data"),
+            log_format: LogFormat::Auto,
+            api_token: None,
+            allow_private_callbacks: false,
+            shutdown_grace_secs: 30,
+            max_timeout_secs: RequestLimits::DEFAULT_MAX_TIMEOUT.as_secs(),
+            max_prompt_bytes: RequestLimits::DEFAULT_MAX_PROMPT_BYTES,
+        }
+    }
+}
+
+/// Configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl rdev_core::ErrorCode for ConfigError {
+    fn code(&self) -> &'static str {
+        "invalid_config"
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables.
+    /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let explicit = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("RDEV_CONFIG").map(PathBuf::from));
+        if let Some(path) = &explicit {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+        let path = explicit.unwrap_or_else(|| PathBuf::from("rdev.toml"));
+        Figment::new()
+            .merge(Toml::file(&path))
+            .merge(Env::prefixed("RDEV_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The request limits builds are validated against.
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_timeout: Duration::from_secs(self.max_timeout_secs),
+            max_prompt_bytes: self.max_prompt_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rdev.toml",
+                "listen = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite:x.db\"\n",
+            )?;
+            jail.set_env("RDEV_DATABASE_URL", "sqlite:y.db");
+            jail.set_env("RDEV_API_TOKEN", "tok-123");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.database_url, "sqlite:y.db");
+            assert_eq!(c.api_token.as_ref().map(|t| t.expose()), Some("tok-123"));
+            assert!(!format!("{c:?}").contains("tok-123"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/rdev.toml"))).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RDEV_LISTEN", "not-an-address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+}
