@@ -142,7 +142,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("RDEV_LISTEN", "not-an-address");
             let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("listen"), "{err}");
+            assert!(err.to_lowercase().contains("listen"), "{err}");
             Ok(())
         });
     }

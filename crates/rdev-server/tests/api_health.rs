@@ -1,0 +1,77 @@
+//! The server starts on both backends, answers health and readiness, speaks JSON errors
+//! everywhere and shuts down gracefully.
+
+mod common;
+
+use common::{fresh_pg_database, spawn_app, spawn_app_with};
+use serde_json::Value;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_on_sqlite() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
+    let r = c
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["database"], "sqlite");
+}
+
+#[tokio::test]
+async fn readyz_answers_on_postgres() {
+    let app = spawn_app_with(Some(fresh_pg_database().await)).await;
+    let r = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["database"], "postgres");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("{}/no/such/route", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/route"));
+
+    let r = c
+        .delete(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn shutdown_token_stops_the_server_cleanly() {
+    let app = spawn_app().await;
+    let addr = app.address.clone();
+    assert!(reqwest::get(format!("{addr}/healthz")).await.is_ok());
+    app.shutdown.cancel();
+    app.handle.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(format!("{addr}/healthz")).await.is_err(),
+        "listener is closed"
+    );
+}
