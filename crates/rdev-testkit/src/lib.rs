@@ -1,3 +1,12 @@
 //! Test-only building blocks: a scripted model server speaking the Anthropic Messages API,
 //! a fake Woodpecker, a callback receiver and git fixtures. Never a dependency of
 //! production code.
+
+pub mod callback;
+pub mod clis;
+pub mod model;
+pub mod woodpecker;
+
+pub use callback::{CallbackReceiver, ReceivedCallback};
+pub use clis::{claude_bin, opencode_bin, workspace_root};
+pub use model::{RecordedRequest, ScriptedModel};

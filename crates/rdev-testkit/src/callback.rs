@@ -1,0 +1,149 @@
+//! [`CallbackReceiver`]: a real HTTP server that records every callback POST (headers and
+//! raw body) so tests can verify signatures and count deliveries. It can be told to answer
+//! with an error status for a while, to play a receiver that is down and comes back.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+    Router,
+};
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
+
+/// One received callback.
+#[derive(Debug, Clone)]
+pub struct ReceivedCallback {
+    pub webhook_id: Option<String>,
+    pub webhook_timestamp: Option<String>,
+    pub webhook_signature: Option<String>,
+    pub body: Vec<u8>,
+    /// The status this server answered with.
+    pub answered: u16,
+}
+
+impl ReceivedCallback {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("callback body is JSON")
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    received: Vec<ReceivedCallback>,
+    /// While set, every request is answered with this status.
+    fail_with: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    notify: Arc<Notify>,
+}
+
+/// A callback receiver on 127.0.0.1.
+#[derive(Debug)]
+pub struct CallbackReceiver {
+    addr: SocketAddr,
+    shared: Shared,
+    stop: CancellationToken,
+}
+
+impl Drop for CallbackReceiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl CallbackReceiver {
+    /// Starts on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Shared::default();
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .route("/", post(receive))
+            .with_state(shared.clone());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Ok(Self { addr, shared, stop })
+    }
+
+    /// The URL to give as `callback_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/callback", self.addr)
+    }
+
+    /// Answer every request with `status` until [`CallbackReceiver::recover`].
+    pub fn fail_with(&self, status: u16) {
+        self.shared.inner.lock().unwrap().fail_with = Some(status);
+    }
+
+    /// Answer 200 again.
+    pub fn recover(&self) {
+        self.shared.inner.lock().unwrap().fail_with = None;
+    }
+
+    /// Everything received so far, in order.
+    pub fn received(&self) -> Vec<ReceivedCallback> {
+        self.shared.inner.lock().unwrap().received.clone()
+    }
+
+    /// Those answered with 2xx.
+    pub fn accepted(&self) -> Vec<ReceivedCallback> {
+        self.received()
+            .into_iter()
+            .filter(|c| (200..300).contains(&c.answered))
+            .collect()
+    }
+
+    /// Waits until `n` callbacks were accepted, or `timeout` passes.
+    pub async fn wait_for_accepted(&self, n: usize, timeout: Duration) -> Vec<ReceivedCallback> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.notify.notified();
+            let got = self.accepted();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+}
+
+async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = {
+        let mut inner = shared.inner.lock().unwrap();
+        let status = inner.fail_with.unwrap_or(200);
+        inner.received.push(ReceivedCallback {
+            webhook_id: header("webhook-id"),
+            webhook_timestamp: header("webhook-timestamp"),
+            webhook_signature: header("webhook-signature"),
+            body: body.to_vec(),
+            answered: status,
+        });
+        status
+    };
+    shared.notify.notify_waiters();
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
