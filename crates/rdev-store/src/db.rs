@@ -6,7 +6,9 @@ use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 /// Which database a [`Db`] talks to.
@@ -98,6 +100,17 @@ impl Db {
             Self::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
         }
         .map_err(DbError::from)
+    }
+
+    /// Brings the schema up to date (`migrations/postgres` or `migrations/sqlite`, embedded
+    /// at build time). Safe to run from several processes at once: sqlx serialises them
+    /// with a lock. Run by `rdev migrate` and at `serve` start.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Self::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Self::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+        }
+        Ok(())
     }
 
     /// Closes the pool, waiting for connections to be returned.

@@ -1,0 +1,521 @@
+//! The [`WorkQueue`] port on [`SqlStore`]: claim (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
+//! `BEGIN IMMEDIATE` on SQLite), lease-guarded heartbeat / complete / fail, cancel, the
+//! reaper, and the wait for work. Every worker write is guarded by
+//! `(id, lease_token, status = 'running', lease_expires_at > now)`; a write that matches no
+//! row changes nothing and reports the lease lost. Statuses come from
+//! [`TaskStatus::transition`]; this module must not invent transitions of its own.
+
+use std::{sync::LazyLock, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rdev_core::{
+    callback_payload, CompleteReport, FailOutcome, HeartbeatOutcome, Lease, LeaseKey, LeaseToken,
+    ReapReport, StoreError, TaskId, TaskStatus, Wake, WorkQueue, WorkSignal, WorkTask,
+};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::{
+    sql::{db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
+    store::SqlStore,
+};
+
+use TaskStatus::{Cancelled, Completed, Failed, Queued, Running};
+
+/// The most expired leases one reaper pass handles; the next pass takes the rest.
+const REAP_BATCH: i64 = 500;
+
+/// `to` as reached from `from`, or the state machine's refusal. Used to build SQL, so a
+/// transition the domain forbids can never be written.
+fn to(from: TaskStatus, to: TaskStatus) -> &'static str {
+    from.transition(to)
+        .map(TaskStatus::as_str)
+        .unwrap_or_else(|e| panic!("queue SQL uses a forbidden transition: {e}"))
+}
+
+/// The lease guard every worker write carries: `$g1` id, `$g2` token, `$g3` now.
+fn guard(id: usize, token: usize, now: usize) -> String {
+    format!(
+        "id = ${id} AND lease_token = ${token} AND status = '{}' AND lease_expires_at > ${now}",
+        Running.as_str()
+    )
+}
+
+const CLEAR_LEASE: &str = "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL";
+
+struct Sql {
+    claim_pg: String,
+    claim_sqlite: String,
+    record_attempts: String,
+    heartbeat: String,
+    complete: String,
+    finish_attempt: String,
+    insert_outbox: String,
+    fail_lookup: String,
+    retry: String,
+    dead: String,
+    reap_scan: String,
+    cancel_lookup: String,
+    cancel: String,
+}
+
+static SQL: LazyLock<Sql> = LazyLock::new(|| {
+    let running = to(Queued, Running);
+    let set_claimed = format!(
+        "status = '{running}', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
+         lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4"
+    );
+    let pick = format!(
+        "SELECT id AS picked_id FROM tasks WHERE status = '{}' AND run_at <= $4 \
+         ORDER BY priority, run_at, id LIMIT $5",
+        Queued.as_str()
+    );
+    Sql {
+        // A CTE so the locked subquery runs exactly once (an IN-subquery with LIMIT may be
+        // re-evaluated by the planner and claim more rows than asked for).
+        claim_pg: format!(
+            "WITH next AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE tasks SET {set_claimed} \
+             FROM next WHERE id = next.picked_id RETURNING {TASK_COLS}"
+        ),
+        // SQLite runs this inside BEGIN IMMEDIATE: no other writer exists meanwhile.
+        claim_sqlite: format!(
+            "UPDATE tasks SET {set_claimed} WHERE id IN ({}) RETURNING {TASK_COLS}",
+            pick.replace("id AS picked_id", "id")
+        ),
+        record_attempts: format!(
+            "INSERT INTO task_attempts (task_id, attempt, worker, lease_token, started_at, outcome) \
+             SELECT id, attempt, $2, $1, $3, '{running}' FROM tasks WHERE lease_token = $1"
+        ),
+        heartbeat: format!(
+            "UPDATE tasks SET lease_expires_at = $4, updated_at = $3 WHERE {}",
+            guard(1, 2, 3)
+        ),
+        complete: format!(
+            "UPDATE tasks SET status = '{}', result = $4, finished_at = $3, updated_at = $3, \
+             {CLEAR_LEASE} WHERE {} RETURNING {TASK_COLS}",
+            to(Running, Completed),
+            guard(1, 2, 3)
+        ),
+        finish_attempt: "UPDATE task_attempts SET finished_at = $3, outcome = $4, error = $5 \
+                         WHERE task_id = $1 AND attempt = $2"
+            .to_owned(),
+        insert_outbox: "INSERT INTO callback_outbox (task_id, url, payload, created_at, \
+                        next_attempt_at) VALUES ($1, $2, $3, $4, $4)"
+            .to_owned(),
+        fail_lookup: format!(
+            "SELECT attempt, max_attempts FROM tasks WHERE {}",
+            guard(1, 2, 3)
+        ),
+        // Guarded by (id, token, running) only: the reaper uses it on expired leases.
+        retry: format!(
+            "UPDATE tasks SET status = '{}', run_at = $4, error = $5, updated_at = $3, \
+             {CLEAR_LEASE} WHERE id = $1 AND lease_token = $2 AND status = '{}'",
+            to(Running, Queued),
+            Running.as_str()
+        ),
+        dead: format!(
+            "UPDATE tasks SET status = '{}', error = $4, finished_at = $3, updated_at = $3, \
+             {CLEAR_LEASE} WHERE id = $1 AND lease_token = $2 AND status = '{}' \
+             RETURNING {TASK_COLS}",
+            to(Running, Failed),
+            Running.as_str()
+        ),
+        reap_scan: format!(
+            "SELECT id, lease_token, attempt, max_attempts FROM tasks \
+             WHERE status = '{}' AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT $2",
+            Running.as_str()
+        ),
+        cancel_lookup: "SELECT status, attempt FROM tasks WHERE id = $1".to_owned(),
+        cancel: format!(
+            "UPDATE tasks SET status = '{}', finished_at = $2, updated_at = $2, {CLEAR_LEASE} \
+             WHERE id = $1 AND status = $3 RETURNING {TASK_COLS}",
+            Cancelled.as_str()
+        ),
+    }
+});
+
+/// `FOR UPDATE` (PostgreSQL) or nothing (SQLite, where the transaction holds the lock).
+fn lock_suffix(store: &SqlStore, skip_locked: bool) -> &'static str {
+    match (store.is_postgres(), skip_locked) {
+        (true, true) => " FOR UPDATE SKIP LOCKED",
+        (true, false) => " FOR UPDATE",
+        (false, _) => "",
+    }
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn lost(task_id: TaskId) -> StoreError {
+    StoreError::LeaseLost { task_id }
+}
+
+impl SqlStore {
+    fn retry_at(&self, attempt: i32, now: DateTime<Utc>) -> DateTime<Utc> {
+        let unit: f64 = rand::random();
+        let delay = self
+            .inner
+            .config
+            .retry
+            .delay(u32::try_from(attempt).unwrap_or(1), unit);
+        now + chrono_dur(delay)
+    }
+}
+
+/// Ends an attempt whose lease `(id, token)` the caller has verified: back to the queue
+/// with backoff, or dead with its callback. Expands inside an open transaction `$tx`.
+macro_rules! end_attempt {
+    ($self:ident, $tx:ident, $id:expr, $token:expr, $attempt:expr, $max:expr, $now:expr,
+     $error:expr, $retryable:expr, $outcome:expr) => {{
+        let (id, token, attempt, now): (Uuid, Uuid, i32, DateTime<Utc>) =
+            ($id, $token, $attempt, $now);
+        if $retryable && attempt < $max {
+            let run_at = $self.retry_at(attempt, now);
+            let n = sqlx::query(&SQL.retry)
+                .bind(id)
+                .bind(token)
+                .bind(Ts::from(now))
+                .bind(Ts::from(run_at))
+                .bind($error)
+                .execute(&mut *$tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            sqlx::query(&SQL.finish_attempt)
+                .bind(id)
+                .bind(attempt)
+                .bind(Ts::from(now))
+                .bind($outcome)
+                .bind($error)
+                .execute(&mut *$tx)
+                .await
+                .map_err(db_err)?;
+            (n, FailOutcome::Retrying { run_at })
+        } else {
+            let row: Option<TaskRow> = sqlx::query_as(&SQL.dead)
+                .bind(id)
+                .bind(token)
+                .bind(Ts::from(now))
+                .bind($error)
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(db_err)?;
+            let outcome = if $outcome == "retry" {
+                "failed"
+            } else {
+                $outcome
+            };
+            sqlx::query(&SQL.finish_attempt)
+                .bind(id)
+                .bind(attempt)
+                .bind(Ts::from(now))
+                .bind(outcome)
+                .bind($error)
+                .execute(&mut *$tx)
+                .await
+                .map_err(db_err)?;
+            let n = match row {
+                Some(row) => {
+                    let task = row.into_task()?;
+                    write_callback!($tx, &task, now);
+                    1
+                }
+                None => 0,
+            };
+            (n, FailOutcome::Dead)
+        }
+    }};
+}
+
+/// Inserts the callback outbox row of a finished task, when its spec has a callback URL.
+macro_rules! write_callback {
+    ($tx:ident, $task:expr, $now:expr) => {{
+        let task: &WorkTask = $task;
+        if let Some(url) = &task.spec.callback_url {
+            sqlx::query(&SQL.insert_outbox)
+                .bind(task.id.0)
+                .bind(url.as_str())
+                .bind(Json(callback_payload(task)))
+                .bind(Ts::from($now))
+                .execute(&mut *$tx)
+                .await
+                .map_err(db_err)?;
+        }
+    }};
+}
+
+#[async_trait]
+impl WorkQueue for SqlStore {
+    async fn claim(
+        &self,
+        worker: &str,
+        max: u32,
+        lease_for: Duration,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let expires = now + chrono_dur(lease_for);
+        // One token per claim: the guard is (id, token), so it is still unique per lease.
+        let token = Uuid::new_v4();
+        let claim = if self.is_postgres() {
+            &SQL.claim_pg
+        } else {
+            &SQL.claim_sqlite
+        };
+        let rows: Vec<TaskRow> = on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            if self.is_postgres() {
+                // A claim lost in a server crash is harmless: the task is still queued, and
+                // the worker's lease guard fails at its first heartbeat or completion. So
+                // the claim skips the WAL flush; completions keep it (their effect counts).
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            let rows: Vec<TaskRow> = sqlx::query_as(claim)
+                .bind(token)
+                .bind(worker)
+                .bind(Ts::from(expires))
+                .bind(Ts::from(now))
+                .bind(i64::from(max))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if !rows.is_empty() {
+                sqlx::query(&SQL.record_attempts)
+                    .bind(token)
+                    .bind(worker)
+                    .bind(Ts::from(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            rows
+        });
+        let mut leases = rows
+            .into_iter()
+            .map(|r| {
+                Ok(Lease {
+                    task: r.into_task()?,
+                    token: LeaseToken(token),
+                    expires_at: expires,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        leases.sort_by_key(|l| l.task.id);
+        Ok(leases)
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: &[LeaseKey],
+        lease_for: Duration,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        let now = self.now();
+        let until = now + chrono_dur(lease_for);
+        let mut lost_ids = Vec::new();
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            for l in leases {
+                let n = sqlx::query(&SQL.heartbeat)
+                    .bind(l.task_id.0)
+                    .bind(l.token.0)
+                    .bind(Ts::from(now))
+                    .bind(Ts::from(until))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                if n == 0 {
+                    lost_ids.push(l.task_id);
+                }
+            }
+            tx.commit().await.map_err(db_err)?;
+        });
+        Ok(HeartbeatOutcome {
+            extended_until: until,
+            lost: lost_ids,
+        })
+    }
+
+    async fn complete(
+        &self,
+        lease: &LeaseKey,
+        result: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let report = self.complete_many(&[(*lease, result)]).await?;
+        if report.completed.is_empty() {
+            return Err(lost(lease.task_id));
+        }
+        Ok(())
+    }
+
+    async fn complete_many(
+        &self,
+        items: &[(LeaseKey, serde_json::Value)],
+    ) -> Result<CompleteReport, StoreError> {
+        let now = self.now();
+        let mut report = CompleteReport::default();
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            for (key, result) in items {
+                let row: Option<TaskRow> = sqlx::query_as(&SQL.complete)
+                    .bind(key.task_id.0)
+                    .bind(key.token.0)
+                    .bind(Ts::from(now))
+                    .bind(Json(result))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let Some(row) = row else {
+                    report.lost.push(key.task_id);
+                    continue;
+                };
+                let task = row.into_task()?;
+                sqlx::query(&SQL.finish_attempt)
+                    .bind(task.id.0)
+                    .bind(i32::try_from(task.attempt).unwrap_or(i32::MAX))
+                    .bind(Ts::from(now))
+                    .bind(Completed.as_str())
+                    .bind(None::<String>)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                write_callback!(tx, &task, now);
+                report.completed.push(task.id);
+            }
+            tx.commit().await.map_err(db_err)?;
+        });
+        Ok(report)
+    }
+
+    async fn fail(
+        &self,
+        lease: &LeaseKey,
+        error: &str,
+        retryable: bool,
+    ) -> Result<FailOutcome, StoreError> {
+        let now = self.now();
+        let lookup = format!("{}{}", SQL.fail_lookup, lock_suffix(self, false));
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let held: Option<(i32, i32)> = sqlx::query_as(&lookup)
+                .bind(lease.task_id.0)
+                .bind(lease.token.0)
+                .bind(Ts::from(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let (attempt, max) = held.ok_or_else(|| lost(lease.task_id))?;
+            let (n, outcome) = end_attempt!(self, tx, lease.task_id.0, lease.token.0, attempt,
+                max, now, error, retryable, "retry");
+            if n != 1 {
+                return Err(lost(lease.task_id));
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(outcome)
+        })
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<WorkTask, StoreError> {
+        let now = self.now();
+        let lookup = format!("{}{}", SQL.cancel_lookup, lock_suffix(self, false));
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let row: Option<(String, i32)> = sqlx::query_as(&lookup)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let (status, attempt) = row.ok_or_else(|| StoreError::NotFound {
+                what: "task",
+                id: id.to_string(),
+            })?;
+            let from: TaskStatus = status
+                .parse()
+                .map_err(|e: rdev_core::ValidationError| StoreError::Corrupt(e.to_string()))?;
+            from.transition(Cancelled)?;
+            let row: TaskRow = sqlx::query_as(&SQL.cancel)
+                .bind(id.0)
+                .bind(Ts::from(now))
+                .bind(from.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let task = row.into_task()?;
+            if from == Running {
+                sqlx::query(&SQL.finish_attempt)
+                    .bind(id.0)
+                    .bind(attempt)
+                    .bind(Ts::from(now))
+                    .bind(Cancelled.as_str())
+                    .bind(None::<String>)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            write_callback!(tx, &task, now);
+            tx.commit().await.map_err(db_err)?;
+            Ok(task)
+        })
+    }
+
+    async fn reap_expired(&self) -> Result<ReapReport, StoreError> {
+        let now = self.now();
+        let scan = format!("{}{}", SQL.reap_scan, lock_suffix(self, true));
+        let mut report = ReapReport::default();
+        let mut requeued_any = false;
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let expired: Vec<(Uuid, Uuid, i32, i32)> = sqlx::query_as(&scan)
+                .bind(Ts::from(now))
+                .bind(REAP_BATCH)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            for (id, token, attempt, max) in expired {
+                let error = format!("lease expired during attempt {attempt}");
+                let (n, outcome) = end_attempt!(self, tx, id, token, attempt, max, now,
+                    error.as_str(), true, "lease_expired");
+                if n == 1 {
+                    match outcome {
+                        FailOutcome::Retrying { .. } => {
+                            requeued_any = true;
+                            report.requeued.push(TaskId(id));
+                        }
+                        FailOutcome::Dead => report.dead.push(TaskId(id)),
+                    }
+                }
+            }
+            tx.commit().await.map_err(db_err)?;
+        });
+        if requeued_any {
+            self.announce();
+        }
+        Ok(report)
+    }
+
+    fn subscribe(&self) -> WorkSignal {
+        WorkSignal(self.inner.signal.subscribe())
+    }
+
+    async fn wait_for_work(&self, signal: &mut WorkSignal, max: Duration) -> Wake {
+        let wait = max.min(self.inner.config.poll_interval);
+        tokio::select! {
+            changed = signal.0.changed() => {
+                if changed.is_ok() {
+                    return Wake::Notified;
+                }
+                tokio::time::sleep(wait).await;
+                Wake::Poll
+            }
+            _ = tokio::time::sleep(wait) => Wake::Poll,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! [`SqlStore`]: the one adapter type that implements every storage port of `rdev-core`
+//! on a [`Db`] (either backend), plus its configuration and the process-local wake-up
+//! signal. This file holds construction and the [`TaskStore`] port; the queue, projects,
+//! outbox and NOTIFY listener live in sibling modules. It must not decide retries or
+//! lease rules by itself: those follow [`rdev_core::queue`].
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rdev_core::{
+    AttemptRecord, Clock, Enqueued, NewTask, RetryPolicy, StoreError, SystemClock, TaskEvent,
+    TaskFilter, TaskId, TaskStatus, TaskStore, WorkTask,
+};
+use sqlx::types::Json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    db::{Backend, Db, DbError},
+    notify,
+    sql::{db_err, on_pool, AttemptRow, BeginWrite, EventRow, TaskRow, Ts, TASK_COLS},
+};
+
+/// How the store runs its queue.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Backoff between attempts after a failure or an expired lease.
+    pub retry: RetryPolicy,
+    /// How often an idle worker looks for work when no announcement arrives: the fallback
+    /// that keeps pickup working behind a pooler that drops NOTIFY.
+    pub poll_interval: Duration,
+    /// LISTEN for announcements (PostgreSQL). Off when a pooler would drop them anyway.
+    pub listen: bool,
+}
+
+impl Default for StoreConfig {
+    /// Default backoff, 1 s poll, LISTEN on.
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            poll_interval: Duration::from_secs(1),
+            listen: true,
+        }
+    }
+}
+
+/// Tasks, queue, projects, events and outbox on PostgreSQL or SQLite. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) config: StoreConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Bumped on every announcement; idle workers watch it.
+    pub(crate) signal: Arc<watch::Sender<u64>>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The NOTIFY channel announcements go through.
+pub const NOTIFY_CHANNEL: &str = "rdev_queue";
+
+impl SqlStore {
+    /// A store on `db` with the system clock. On PostgreSQL with `listen`, the LISTEN
+    /// connection is up before this returns, so no announcement after it is missed.
+    pub async fn new(db: Db, config: StoreConfig) -> Result<Self, DbError> {
+        Self::with_clock(db, config, Arc::new(SystemClock)).await
+    }
+
+    /// A store whose queue decisions read `clock` (tests move time instead of sleeping).
+    pub async fn with_clock(
+        db: Db,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DbError> {
+        let signal = Arc::new(watch::channel(0u64).0);
+        let shutdown = CancellationToken::new();
+        if let (Db::Postgres(pool), true) = (&db, config.listen) {
+            notify::start_listener(pool, signal.clone(), shutdown.child_token()).await?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                clock,
+                signal,
+                shutdown,
+            }),
+        })
+    }
+
+    /// The database this store uses.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Stops the LISTEN task (also done when the last clone is dropped).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Wakes this process's idle workers.
+    pub(crate) fn announce(&self) {
+        self.inner.signal.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.inner.db.backend() == Backend::Postgres
+    }
+}
+
+fn insert_task_sql() -> String {
+    format!(
+        "INSERT INTO tasks (id, project, spec, status, attempt, max_attempts, priority, run_at, \
+         unique_key, created_at, updated_at) VALUES ($1, $2, $3, '{}', 0, $4, $5, $6, $7, $8, $8) \
+         ON CONFLICT (project, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+         RETURNING {TASK_COLS}",
+        TaskStatus::Queued.as_str()
+    )
+}
+
+fn not_found(id: TaskId) -> StoreError {
+    StoreError::NotFound {
+        what: "task",
+        id: id.to_string(),
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqlStore {
+    async fn create(&self, task: NewTask) -> Result<Enqueued, StoreError> {
+        let mut v = self.create_many(vec![task]).await?;
+        v.pop()
+            .ok_or_else(|| StoreError::Corrupt("insert returned nothing".into()))
+    }
+
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, StoreError> {
+        let now = self.now();
+        let insert = insert_task_sql();
+        let select_existing =
+            format!("SELECT {TASK_COLS} FROM tasks WHERE project = $1 AND unique_key = $2");
+        let mut out = Vec::with_capacity(tasks.len());
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            for t in &tasks {
+                let max_attempts = i32::try_from(t.max_attempts.max(1)).unwrap_or(i32::MAX);
+                let run_at = Ts::from(t.run_at.unwrap_or(now));
+                let row: Option<TaskRow> = sqlx::query_as(&insert)
+                    .bind(TaskId::new().0)
+                    .bind(t.project.as_str())
+                    .bind(Json(&t.spec))
+                    .bind(max_attempts)
+                    .bind(t.priority)
+                    .bind(run_at)
+                    .bind(t.unique_key.as_deref())
+                    .bind(Ts::from(now))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let (row, created) = match row {
+                    Some(r) => (r, true),
+                    None => {
+                        let r: TaskRow = sqlx::query_as(&select_existing)
+                            .bind(t.project.as_str())
+                            .bind(t.unique_key.as_deref())
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        (r, false)
+                    }
+                };
+                out.push(Enqueued { task: row.into_task()?, created });
+            }
+            if self.is_postgres() && out.iter().any(|e| e.created) {
+                // One NOTIFY per transaction, however many tasks it inserts.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(NOTIFY_CHANNEL)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+        });
+        if out.iter().any(|e| e.created) {
+            self.announce();
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<WorkTask, StoreError> {
+        let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> = on_pool!(&self.inner.db, pool => {
+            sqlx::query_as(&sql).bind(id.0).fetch_optional(pool).await.map_err(db_err)?
+        });
+        row.ok_or_else(|| not_found(id))?.into_task()
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<WorkTask>, StoreError> {
+        let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if filter.project.is_some() {
+            sql += &format!(" AND project = ${}", next());
+        }
+        if filter.status.is_some() {
+            sql += &format!(" AND status = ${}", next());
+        }
+        if filter.before.is_some() {
+            sql += &format!(" AND id < ${}", next());
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT ${}", next());
+        let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
+        let rows: Vec<TaskRow> = on_pool!(&self.inner.db, pool => {
+            let mut q = sqlx::query_as(&sql);
+            if let Some(p) = &filter.project {
+                q = q.bind(p.as_str());
+            }
+            if let Some(s) = filter.status {
+                q = q.bind(s.as_str());
+            }
+            if let Some(b) = filter.before {
+                q = q.bind(b.0);
+            }
+            q.bind(limit).fetch_all(pool).await.map_err(db_err)?
+        });
+        rows.into_iter().map(TaskRow::into_task).collect()
+    }
+
+    async fn attempts(&self, id: TaskId) -> Result<Vec<AttemptRecord>, StoreError> {
+        let sql = "SELECT attempt, worker, started_at, finished_at, outcome, error \
+                   FROM task_attempts WHERE task_id = $1 ORDER BY attempt";
+        let rows: Vec<AttemptRow> = on_pool!(&self.inner.db, pool => {
+            sqlx::query_as(sql).bind(id.0).fetch_all(pool).await.map_err(db_err)?
+        });
+        Ok(rows.into_iter().map(AttemptRecord::from).collect())
+    }
+
+    async fn append_event(
+        &self,
+        id: TaskId,
+        kind: &str,
+        payload: serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let now = Ts::from(self.now());
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            // The counter on the task row serialises appends per task, so numbers have no
+            // gaps and no duplicates even with concurrent writers.
+            let seq: Option<i64> = sqlx::query_scalar(
+                "UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+            )
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let seq = seq.ok_or_else(|| not_found(id))?;
+            sqlx::query(
+                "INSERT INTO task_events (task_id, seq, at, kind, payload) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.0)
+            .bind(seq)
+            .bind(now)
+            .bind(kind)
+            .bind(Json(&payload))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(seq)
+        })
+    }
+
+    async fn events_since(
+        &self,
+        id: TaskId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let sql = "SELECT task_id, seq, at, kind, payload FROM task_events \
+                   WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        let rows: Vec<EventRow> = on_pool!(&self.inner.db, pool => {
+            sqlx::query_as(sql)
+                .bind(id.0)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)?
+        });
+        Ok(rows.into_iter().map(TaskEvent::from).collect())
+    }
+}
