@@ -1,0 +1,314 @@
+//! [`Redactor`]: replaces every injected secret value with [`REDACTED`] in text and JSON.
+//! Besides the value itself it knows the forms a value takes on its way into logs: standard
+//! and URL-safe base64 (padded and unpadded, and the part that stays the same wherever the
+//! value sits inside a longer base64 blob), percent-encoding (every non-alphanumeric byte,
+//! RFC 3986 unreserved kept, `application/x-www-form-urlencoded`; upper and lower hex) and
+//! JSON string escaping. It is pure: no I/O, no logging, and its `Debug` never shows a value.
+
+use std::{collections::BTreeSet, fmt};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::{
+    engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD},
+    Engine,
+};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// What every redacted occurrence becomes.
+pub const REDACTED: &str = "[redacted]";
+
+/// RFC 3986 unreserved characters stay as they are (`encodeURIComponent`-like).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `application/x-www-form-urlencoded` keeps `*-._` (and turns space into `+`).
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
+/// Fragments shorter than this (mid-blob base64) are not redacted on their own: they are
+/// too likely to occur by chance. Whole encoded forms are always redacted.
+const MIN_FRAGMENT: usize = 8;
+
+/// Replaces known secret values (and their encodings) with [`REDACTED`].
+#[derive(Clone, Default)]
+pub struct Redactor {
+    matcher: Option<AhoCorasick>,
+    patterns: usize,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("patterns", &self.patterns)
+            .finish()
+    }
+}
+
+impl Redactor {
+    /// A redactor for `values`; empty values are ignored.
+    pub fn new<I, S>(values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut patterns = BTreeSet::new();
+        for v in values {
+            let v = v.as_ref();
+            if !v.is_empty() {
+                forms(v, &mut patterns);
+            }
+        }
+        patterns.retain(|p| !p.is_empty());
+        if patterns.is_empty() {
+            return Self::default();
+        }
+        // Leftmost-longest: where a value and its longer encoding both match, the whole
+        // encoding goes, so no tail of it is left behind.
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .expect("literal patterns of bounded size always build");
+        Self {
+            patterns: patterns.len(),
+            matcher: Some(matcher),
+        }
+    }
+
+    /// Whether this redactor knows no value (and so changes nothing).
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// `text` with every known form of every value replaced by [`REDACTED`].
+    pub fn redact(&self, text: &str) -> String {
+        match &self.matcher {
+            Some(m) => m.replace_all(text, &vec![REDACTED; self.patterns]),
+            None => text.to_owned(),
+        }
+    }
+
+    /// Redacts, in place, every string and object key inside `value`.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => {
+                let r = self.redact(s);
+                if r != *s {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let old = std::mem::take(map);
+                for (k, mut v) in old {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&k), v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// A redacted copy of `value`.
+    pub fn redacted_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        let mut v = value.clone();
+        self.redact_json(&mut v);
+        v
+    }
+}
+
+/// Adds every form of `v` that can show up in text.
+fn forms(v: &str, out: &mut BTreeSet<String>) {
+    out.insert(v.to_owned());
+    let bytes = v.as_bytes();
+    for engine in [&STANDARD, &URL_SAFE] {
+        out.insert(engine.encode(bytes));
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        out.insert(engine.encode(bytes));
+        // Inside a longer blob the value starts at byte offset 0, 1 or 2 of a 3-byte group;
+        // the characters that encode only the value's bits are the same for each offset.
+        for offset in 0..3 {
+            let fragment = stable_fragment(engine, bytes, offset);
+            if fragment.len() >= MIN_FRAGMENT {
+                out.insert(fragment);
+            }
+        }
+    }
+    for set in [NON_ALPHANUMERIC, COMPONENT] {
+        let encoded = utf8_percent_encode(v, set).to_string();
+        out.insert(lower_hex(&encoded));
+        out.insert(encoded);
+    }
+    let form = utf8_percent_encode(v, FORM).to_string().replace("%20", "+");
+    out.insert(lower_hex(&form));
+    out.insert(form);
+    if let Ok(json) = serde_json::to_string(v) {
+        out.insert(json[1..json.len() - 1].to_owned());
+    }
+}
+
+/// The base64 characters that depend only on `v` when it follows `offset` other bytes.
+fn stable_fragment(engine: &impl Engine, v: &[u8], offset: usize) -> String {
+    let mut buf = vec![0u8; offset];
+    buf.extend_from_slice(v);
+    let encoded = engine.encode(&buf);
+    let (start_bit, end_bit) = (8 * offset, 8 * (offset + v.len()));
+    let first = start_bit.div_ceil(6);
+    let last = end_bit / 6; // exclusive: chars whose 6 bits end at or before end_bit
+    if last <= first {
+        return String::new();
+    }
+    encoded[first..last].to_owned()
+}
+
+/// `%2F` -> `%2f`, leaving everything else alone.
+fn lower_hex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut hex_left = 0;
+    for c in s.chars() {
+        if c == '%' {
+            hex_left = 2;
+            out.push(c);
+        } else if hex_left > 0 {
+            hex_left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const TOKEN: &str = "ghp_S3cr3t/Tok+en=with spaces&more";
+
+    #[test]
+    fn every_form_is_redacted() {
+        let r = Redactor::new([TOKEN]);
+        let forms = [
+            TOKEN.to_owned(),
+            STANDARD.encode(TOKEN),
+            STANDARD_NO_PAD.encode(TOKEN),
+            URL_SAFE.encode(TOKEN),
+            URL_SAFE_NO_PAD.encode(TOKEN),
+            utf8_percent_encode(TOKEN, NON_ALPHANUMERIC).to_string(),
+            lower_hex(&utf8_percent_encode(TOKEN, NON_ALPHANUMERIC).to_string()),
+            utf8_percent_encode(TOKEN, COMPONENT).to_string(),
+            "ghp_S3cr3t%2FTok%2Ben%3Dwith+spaces%26more".to_owned(),
+        ];
+        for form in forms {
+            let out = r.redact(&format!("before {form} after"));
+            assert_eq!(out, "before [redacted] after", "form {form:?}");
+        }
+    }
+
+    #[test]
+    fn value_inside_a_longer_base64_blob_is_redacted_at_every_offset() {
+        let r = Redactor::new([TOKEN]);
+        for prefix in ["", "a", "ab", "abc", "Authorization: Basic x-access-token:"] {
+            let blob = STANDARD.encode(format!("{prefix}{TOKEN}!tail"));
+            let out = r.redact(&blob);
+            assert!(out.contains(REDACTED), "prefix {prefix:?}: {out}");
+            assert!(STANDARD.decode(&out).is_err(), "still decodes: {out}");
+        }
+    }
+
+    #[test]
+    fn json_strings_and_keys_are_redacted_other_values_kept() {
+        let r = Redactor::new(["hunter2hunter2"]);
+        let v = json!({
+            "output": "env: TOKEN=hunter2hunter2",
+            "nested": [{"aHVudGVyMmh1bnRlcjI=": 1, "ok": true, "n": 3.5}],
+            "url": "https://x/?t=hunter2hunter2",
+        });
+        let out = r.redacted_json(&v);
+        let text = out.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("aHVudGVyMmh1bnRlcjI"), "{text}");
+        assert_eq!(out["output"], "env: TOKEN=[redacted]");
+        assert_eq!(out["nested"][0]["[redacted]"], 1);
+        assert_eq!(out["nested"][0]["ok"], true);
+        assert_eq!(out["nested"][0]["n"], 3.5);
+    }
+
+    #[test]
+    fn json_escaped_value_is_redacted_in_serialised_text() {
+        let secret = "a\"quote\\and\nnewline";
+        let r = Redactor::new([secret]);
+        let text = json!({"x": secret}).to_string();
+        assert!(!r.redact(&text).contains("quote"), "{}", r.redact(&text));
+    }
+
+    #[test]
+    fn empty_redactor_changes_nothing_and_debug_hides_values() {
+        let r = Redactor::new(["", ""]);
+        assert!(r.is_empty());
+        assert_eq!(r.redact("hello"), "hello");
+        let r = Redactor::new(["topsecretvalue"]);
+        assert!(!format!("{r:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn longest_form_wins_so_no_tail_is_left() {
+        // Overlapping values: the longer one is replaced whole, not in pieces.
+        let r = Redactor::new(["abcabcabc", "abc"]);
+        assert_eq!(r.redact("xabcabcabcx"), "x[redacted]x");
+    }
+
+    proptest! {
+        #[test]
+        fn any_form_between_unrelated_text_becomes_exactly_one_marker(
+            value in "[A-Za-z0-9_+/=%.~ -]{1,40}",
+            prefix in "[#@!:;,]{0,10}",
+            suffix in "[#@!:;,]{0,10}",
+            which in 0usize..8,
+        ) {
+            let form = match which {
+                0 => value.clone(),
+                1 => STANDARD.encode(&value),
+                2 => STANDARD_NO_PAD.encode(&value),
+                3 => URL_SAFE.encode(&value),
+                4 => URL_SAFE_NO_PAD.encode(&value),
+                5 => utf8_percent_encode(&value, NON_ALPHANUMERIC).to_string(),
+                6 => utf8_percent_encode(&value, COMPONENT).to_string(),
+                _ => utf8_percent_encode(&value, FORM).to_string().replace("%20", "+"),
+            };
+            let r = Redactor::new([value.as_str()]);
+            let out = r.redact(&format!("{prefix}{form}{suffix}"));
+            prop_assert_eq!(out, format!("{prefix}{REDACTED}{suffix}"));
+        }
+
+        #[test]
+        fn redacted_text_never_contains_the_value(
+            value in "[ -~]{4,30}",
+            text in "[ -~]{0,60}",
+            at in 0usize..60,
+        ) {
+            let at = at.min(text.len());
+            let input = format!("{}{}{}", &text[..at], value, &text[at..]);
+            let r = Redactor::new([value.as_str()]);
+            let out = r.redact(&input);
+            // The marker itself may combine with neighbours into the value only if the
+            // value overlaps "[redacted]"; otherwise no occurrence can survive.
+            if !REDACTED.contains(value.as_str()) && !value.contains('[') && !value.contains(']') {
+                prop_assert!(!out.contains(value.as_str()), "{:?} -> {:?}", input, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `PUT /secrets/{scope}/{name}`, `GET /secrets[?scope=]`, `DELETE /secrets/{scope}/{name}`:
+//! the credential store over HTTP. Values are write-only: no response carries one, and
+//! rejected bodies are answered without echoing what was sent. Handlers only parse, call
+//! [`SecretService`](crate::secrets::SecretService) and map errors.
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, Query, State},
+    http::StatusCode,
+    routing::{get, put},
+    Json, Router,
+};
+use rdev_core::{ErrorCode, SecretMeta, SecretName, SecretScope, SecretString, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::secrets::SecretError;
+
+/// Who the audit log names for API calls.
+const API_ACTOR: &str = "api";
+
+/// The secrets routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/secrets", get(list))
+        .route("/secrets/{scope}/{name}", put(set).delete(remove))
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    value: SecretString,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    scope: Option<String>,
+}
+
+fn parse(scope: &str, name: &str) -> Result<(SecretScope, SecretName), ApiError> {
+    let invalid = |e: rdev_core::ValidationError| ApiError::from_code(StatusCode::BAD_REQUEST, &e);
+    Ok((
+        SecretScope::parse(scope).map_err(invalid)?,
+        SecretName::parse(name).map_err(invalid)?,
+    ))
+}
+
+/// Maps a service error to a response; messages never contain values.
+fn api_error(e: SecretError) -> ApiError {
+    let status = match &e {
+        SecretError::Invalid(_) | SecretError::InvalidValue(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SecretError::NotFound { .. } | SecretError::Store(StoreError::NotFound { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        SecretError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+        SecretError::MasterKeyMismatch { .. }
+        | SecretError::MasterKeyInvalid { .. }
+        | SecretError::MasterKeyFileInsecure { .. }
+        | SecretError::MasterKeyFile { .. }
+        | SecretError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            tracing::error!(code = e.code(), error = %e, "secret operation failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError::from_code(status, &e)
+}
+
+fn meta_json(m: &SecretMeta) -> Value {
+    json!({
+        "scope": m.scope,
+        "name": m.name,
+        "version": m.version,
+        "created_at": m.created_at,
+        "last_used_at": m.last_used_at,
+    })
+}
+
+async fn set(
+    State(state): State<AppState>,
+    Path((scope, name)): Path<(String, String)>,
+    body: Result<Json<PutBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (scope, name) = parse(&scope, &name)?;
+    // The rejection text may quote the body (and so the value): answer a fixed message.
+    let Json(body) = body.map_err(|r| {
+        let e = ApiError::from(r);
+        ApiError::new(
+            e.status,
+            e.code,
+            "the body must be JSON of the form {\"value\": \"<secret>\"}",
+        )
+    })?;
+    let meta = state
+        .secrets
+        .set(&scope, &name, &body.value, API_ACTOR)
+        .await
+        .map_err(api_error)?;
+    let status = if meta.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(meta_json(&meta))))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = q
+        .scope
+        .as_deref()
+        .map(SecretScope::parse)
+        .transpose()
+        .map_err(|e| ApiError::from_code(StatusCode::BAD_REQUEST, &e))?;
+    let metas = state
+        .secrets
+        .list(scope.as_ref())
+        .await
+        .map_err(api_error)?;
+    let items: Vec<Value> = metas.iter().map(meta_json).collect();
+    Ok(Json(json!({ "secrets": items })))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path((scope, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (scope, name) = parse(&scope, &name)?;
+    let n = state
+        .secrets
+        .remove(&scope, &name, API_ACTOR)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(
+        json!({"scope": scope, "name": name, "deleted_versions": n}),
+    ))
+}
