@@ -1,0 +1,331 @@
+//! Woodpecker CI REST client (bearer token): list a repository's pipelines, find the one a
+//! pushed commit started (waiting for it to appear), follow it to a terminal status and
+//! report its steps. Routes and JSON fields follow woodpecker-ci/woodpecker v3.17.0; see
+//! `docs/woodpecker.md`.
+//!
+//! It must not leak the token: errors carry method, path (never the base URL, which may
+//! hold credentials), status and a body snippet with the token redacted. Polling loops take
+//! a cancellation token and a deadline; they tolerate a few consecutive transient failures
+//! (5xx, 429, transport) and give up at once on 401/403/404. It does not decide what a
+//! failed pipeline means for a task: the worker does.
+
+mod deploy_url;
+mod model;
+
+use std::time::Duration;
+
+use rdev_core::{ErrorCode, SecretString};
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use deploy_url::{
+    deploy_url, validate_deploy_url_pattern, DeployUrlError, DEPLOY_URL_PLACEHOLDERS,
+};
+pub use model::{Pipeline, PipelineOutcome, PipelineStatus, Step, StepState, Workflow};
+
+/// How many bytes of an error response body are kept in the error.
+pub const BODY_SNIPPET_BYTES: usize = 512;
+/// How many transient failures in a row a polling loop tolerates before giving up.
+pub const MAX_CONSECUTIVE_POLL_ERRORS: u32 = 3;
+/// Page size for listing pipelines (Woodpecker's maximum is 50).
+pub const PIPELINES_PER_PAGE: u32 = 50;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What went wrong talking to Woodpecker.
+#[derive(Debug, thiserror::Error)]
+pub enum WoodpeckerError {
+    /// The base URL is not an absolute http(s) URL.
+    #[error("invalid Woodpecker URL: {reason}")]
+    InvalidBaseUrl { reason: String },
+    /// A commit that is not 7 to 64 hex digits.
+    #[error("invalid commit SHA {sha:?}")]
+    InvalidCommit { sha: String },
+    /// Woodpecker answered with a non-success status.
+    #[error("{method} {path} returned {status}: {body}")]
+    Http {
+        method: Method,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    /// The request did not get an answer (connect, timeout, broken body).
+    #[error("{method} {path} failed: {message}")]
+    Transport {
+        method: Method,
+        path: String,
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("{method} {path} returned an unexpected body: {message}; body: {body}")]
+    Decode {
+        method: Method,
+        path: String,
+        message: String,
+        body: String,
+    },
+    /// No pipeline for the commit appeared in time.
+    #[error("no pipeline for commit {sha} in repository {repo_id} after {waited:?}")]
+    PipelineNotFound {
+        repo_id: i64,
+        sha: String,
+        waited: Duration,
+    },
+    /// The pipeline did not finish before the deadline.
+    #[error("pipeline {number} of repository {repo_id} still {last_status} after {waited:?}")]
+    Timeout {
+        repo_id: i64,
+        number: i64,
+        last_status: PipelineStatus,
+        waited: Duration,
+    },
+    /// The caller cancelled.
+    #[error("cancelled while waiting for Woodpecker")]
+    Cancelled,
+}
+
+impl WoodpeckerError {
+    /// Whether a later identical request may succeed (5xx, 429, transport failures).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http { status, .. } => *status >= 500 || *status == 429,
+            Self::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl ErrorCode for WoodpeckerError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBaseUrl { .. } => "woodpecker_invalid_url",
+            Self::InvalidCommit { .. } => "invalid_commit",
+            Self::Http {
+                status: 401 | 403, ..
+            } => "woodpecker_unauthorized",
+            Self::Http { status: 404, .. } => "woodpecker_not_found",
+            Self::Http { .. } => "woodpecker_http",
+            Self::Transport { .. } => "woodpecker_unreachable",
+            Self::Decode { .. } => "woodpecker_bad_response",
+            Self::PipelineNotFound { .. } => "pipeline_not_found",
+            Self::Timeout { .. } => "pipeline_timeout",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A Woodpecker API client bound to one server and token.
+#[derive(Debug, Clone)]
+pub struct WoodpeckerClient {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+}
+
+impl WoodpeckerClient {
+    /// A client for the server at `base_url` (e.g. `https://ci.example.com`; a path prefix
+    /// is kept) authenticating with a personal access token.
+    pub fn new(base_url: &str, token: SecretString) -> Result<Self, WoodpeckerError> {
+        let url = Url::parse(base_url).map_err(|e| WoodpeckerError::InvalidBaseUrl {
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(WoodpeckerError::InvalidBaseUrl {
+                reason: "must be an absolute http or https URL".into(),
+            });
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(WoodpeckerError::InvalidBaseUrl {
+                reason: "must not have a query or fragment".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("rdev/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WoodpeckerError::InvalidBaseUrl {
+                reason: e.without_url().to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: url.as_str().trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// The newest pipelines of a repository (first page, newest first).
+    pub async fn list_pipelines(&self, repo_id: i64) -> Result<Vec<Pipeline>, WoodpeckerError> {
+        self.list_pipelines_page(repo_id, 1, PIPELINES_PER_PAGE)
+            .await
+    }
+
+    /// One page of a repository's pipelines, newest first.
+    pub async fn list_pipelines_page(
+        &self,
+        repo_id: i64,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Vec<Pipeline>, WoodpeckerError> {
+        let path = format!("/api/repos/{repo_id}/pipelines?page={page}&perPage={per_page}");
+        self.get_json(&path).await
+    }
+
+    /// One pipeline with its workflows and steps.
+    pub async fn pipeline(&self, repo_id: i64, number: i64) -> Result<Pipeline, WoodpeckerError> {
+        self.get_json(&format!("/api/repos/{repo_id}/pipelines/{number}"))
+            .await
+    }
+
+    /// The newest pipeline whose commit starts with `sha`, polling every `poll` until it
+    /// appears or `wait` has passed.
+    pub async fn find_pipeline_for_commit(
+        &self,
+        repo_id: i64,
+        sha: &str,
+        wait: Duration,
+        poll: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Pipeline, WoodpeckerError> {
+        let sha = sha.trim().to_ascii_lowercase();
+        if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(WoodpeckerError::InvalidCommit {
+                sha: sha.chars().take(80).collect(),
+            });
+        }
+        let start = Instant::now();
+        let mut failures = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(WoodpeckerError::Cancelled);
+            }
+            match self.list_pipelines(repo_id).await {
+                Ok(list) => {
+                    failures = 0;
+                    let found = list
+                        .into_iter()
+                        .filter(|p| p.commit.to_ascii_lowercase().starts_with(&sha))
+                        .max_by_key(|p| p.number);
+                    if let Some(p) = found {
+                        return Ok(p);
+                    }
+                }
+                Err(e) => tolerate(e, &mut failures)?,
+            }
+            if start.elapsed() >= wait {
+                return Err(WoodpeckerError::PipelineNotFound {
+                    repo_id,
+                    sha,
+                    waited: start.elapsed(),
+                });
+            }
+            sleep_or_cancel(poll, cancel).await?;
+        }
+    }
+
+    /// Polls pipeline `number` every `poll` until it reaches a terminal status, `timeout`
+    /// has passed, or `cancel` fires.
+    pub async fn follow(
+        &self,
+        repo_id: i64,
+        number: i64,
+        poll: Duration,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<PipelineOutcome, WoodpeckerError> {
+        let start = Instant::now();
+        let mut failures = 0;
+        let mut last_status = PipelineStatus::Pending;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(WoodpeckerError::Cancelled);
+            }
+            match self.pipeline(repo_id, number).await {
+                Ok(p) if p.status.is_terminal() => return Ok(PipelineOutcome::from_pipeline(p)),
+                Ok(p) => {
+                    failures = 0;
+                    last_status = p.status;
+                }
+                Err(e) => tolerate(e, &mut failures)?,
+            }
+            if start.elapsed() >= timeout {
+                return Err(WoodpeckerError::Timeout {
+                    repo_id,
+                    number,
+                    last_status,
+                    waited: start.elapsed(),
+                });
+            }
+            sleep_or_cancel(poll, cancel).await?;
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, WoodpeckerError> {
+        let method = Method::GET;
+        let transport = |e: reqwest::Error| WoodpeckerError::Transport {
+            method: Method::GET,
+            path: path.to_owned(),
+            message: e.without_url().to_string(),
+        };
+        let resp = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(WoodpeckerError::Http {
+                method,
+                path: path.to_owned(),
+                status: status.as_u16(),
+                body: self.snippet(&bytes),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| WoodpeckerError::Decode {
+            method,
+            path: path.to_owned(),
+            message: e.to_string(),
+            body: self.snippet(&bytes),
+        })
+    }
+
+    /// The start of a body, cut at a character boundary, with the token removed.
+    fn snippet(&self, bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        let mut end = text.len().min(BODY_SNIPPET_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let token = self.token.expose();
+        let mut cut = text[..end].to_owned();
+        if !token.is_empty() {
+            cut = cut.replace(token, "[redacted]");
+        }
+        cut
+    }
+}
+
+/// Lets a polling loop go on after a transient error, up to the limit.
+fn tolerate(e: WoodpeckerError, failures: &mut u32) -> Result<(), WoodpeckerError> {
+    *failures += 1;
+    if e.is_transient() && *failures < MAX_CONSECUTIVE_POLL_ERRORS {
+        tracing::warn!(error = %e, failures = *failures, "transient Woodpecker error; polling on");
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Result<(), WoodpeckerError> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(WoodpeckerError::Cancelled),
+        () = tokio::time::sleep(d) => Ok(()),
+    }
+}
