@@ -2,7 +2,14 @@
 //! subcommand lives in its own module; this file only dispatches and turns errors into one
 //! line on stderr plus a non-zero exit.
 
+mod agent_cmd;
+mod bench;
+mod client;
+mod migrate;
+mod project_cmd;
+mod secret_cmd;
 mod serve;
+mod template_cmd;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -23,6 +30,18 @@ struct Cli {
 enum Command {
     /// Run the HTTP API and the workers (SQLite at ./rdev.db unless configured otherwise).
     Serve(serve::ServeArgs),
+    /// Bring the database schema up to date.
+    Migrate(migrate::MigrateArgs),
+    /// Projects on a running server: `rdev project create|list|show|rm`.
+    Project(project_cmd::ProjectArgs),
+    /// Benchmarks: `rdev bench queue --database-url URL --jobs N --workers W [--batch B]`.
+    Bench(bench::BenchArgs),
+    /// Run one code agent directly: `rdev agent run --provider claude-code --workdir DIR PROMPT|-`.
+    Agent(agent_cmd::AgentArgs),
+    /// Templates: `rdev template list|show NAME|render NAME DIR --var K=V`.
+    Template(template_cmd::TemplateArgs),
+    /// Secrets: `rdev secret set SCOPE NAME < value | list [SCOPE] | rm SCOPE NAME | rotate-key`.
+    Secret(secret_cmd::SecretArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +53,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
+            Command::Migrate(args) => migrate::run(cli.config.as_deref(), args).await,
+            Command::Project(args) => project_cmd::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Agent(args) => agent_cmd::run(cli.config.as_deref(), args).await,
+            Command::Template(args) => template_cmd::run(args),
+            Command::Secret(args) => secret_cmd::run(cli.config.as_deref(), args).await,
         }
     });
     match result {

@@ -10,8 +10,11 @@ pub mod build;
 pub mod error;
 pub mod project;
 pub mod provider;
+pub mod queue;
 pub mod registry;
 pub mod secret;
+pub mod secrets;
+pub mod store;
 pub mod task;
 
 pub use agent::{
@@ -22,6 +25,18 @@ pub use build::BuildSpec;
 pub use error::{ErrorCode, ValidationError};
 pub use project::{Project, ProjectName};
 pub use provider::AgentProvider;
+pub use queue::{
+    Clock, CompleteReport, FailOutcome, HeartbeatOutcome, Lease, LeaseKey, LeaseToken, ManualClock,
+    ReapReport, RetryPolicy, SystemClock, Wake, WorkQueue, WorkSignal,
+};
 pub use registry::{ProviderRegistry, RegistryError};
 pub use secret::SecretString;
+pub use secrets::{
+    AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
+    Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
+};
+pub use store::{
+    callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectStore,
+    StoreError, TaskEvent, TaskFilter, TaskStore,
+};
 pub use task::{TaskId, TaskStatus, TransitionError, WorkTask};

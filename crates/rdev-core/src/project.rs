@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentProvider, ValidationError};
+use crate::{secrets::InjectionPlan, AgentProvider, ValidationError};
 
 /// A project name: 1..=63 characters of `[a-z0-9-]`, not starting or ending with `-`.
 /// Safe as a path segment, a DNS label and a secret scope.
@@ -96,6 +96,9 @@ pub struct Project {
     /// The agent provider builds use when the request names none.
     #[serde(default)]
     pub provider: Option<AgentProvider>,
+    /// The secrets builds of this project receive (agent environment, git token).
+    #[serde(default)]
+    pub secrets: InjectionPlan,
 }
 
 fn default_branch() -> String {

@@ -1,17 +1,27 @@
-//! [`Application`]: builds every piece from a [`Config`] (database, migrations, router) and
-//! runs them until a shutdown token fires. Tests call `Application::build` on port 0 with
-//! their own database; `rdev serve` does the same with the user's config.
+//! [`Application`]: builds every piece from a [`Config`] (database, migrations, store,
+//! templates, credential store, agents, worker pool, callback dispatcher, router) and runs
+//! them until a shutdown token fires. Tests call `Application::build` on port 0 with their
+//! own database; `rdev serve` does the same with the user's config.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use rdev_store::Db;
+use rdev_agents::{claude_code::ClaudeCodeAgent, opencode::OpenCodeAgent};
+use rdev_core::{AgentProvider, CodeAgent, ProviderRegistry};
+use rdev_store::{Db, SqlStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{self, AppState},
+    callbacks::dispatcher::Dispatcher,
+    cancels::TaskCancels,
     config::Config,
+    git::GitWorkspaces,
+    secrets::SecretService,
+    templates::TemplateRegistry,
+    woodpecker::WoodpeckerClient,
+    worker::{PoolConfig, Woodpecker, WorkerDeps, WorkerPool},
 };
 
 /// A built, not yet running, rdev server.
@@ -19,11 +29,43 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    woodpecker: Option<Woodpecker>,
     shutdown: CancellationToken,
 }
 
+/// The code agents named in `config.agents.enabled`, the first being the default. An agent
+/// that cannot be set up is skipped with a warning, so one missing CLI does not stop rdev.
+pub fn build_registry(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ProviderRegistry> {
+    let registry = ProviderRegistry::new();
+    for id in &config.agents.enabled {
+        let agent: Result<Arc<dyn CodeAgent>, String> = match id.as_str() {
+            AgentProvider::CLAUDE_CODE => ClaudeCodeAgent::new(config.agents.claude_code.clone())
+                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+                .map_err(|e| e.to_string()),
+            AgentProvider::OPENCODE => OpenCodeAgent::from_config(
+                config.agents.opencode.clone().with_env_overrides(),
+                shutdown,
+            )
+            .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+            .map_err(|e| e.to_string()),
+            other => anyhow::bail!(
+                "unknown agent provider {other:?} in agents.enabled (known: claude-code, opencode)"
+            ),
+        };
+        match agent {
+            Ok(agent) => registry.register(agent)?,
+            Err(e) => tracing::warn!(provider = %id, error = %e, "agent provider not available"),
+        }
+    }
+    Ok(registry)
+}
+
 impl Application {
-    /// Connects the database, runs migrations and binds the listener.
+    /// Connects the database, runs migrations, loads templates and the master key, sets up
+    /// the agents and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = Db::connect(&config.database_url).await.with_context(|| {
             format!(
@@ -31,6 +73,35 @@ impl Application {
                 rdev_store::db::redact_url(&config.database_url)
             )
         })?;
+        db.migrate()
+            .await
+            .context("could not migrate the database")?;
+        let store = SqlStore::new(db.clone(), StoreConfig::default())
+            .await
+            .context("could not start the store")?;
+        let templates = TemplateRegistry::load(&config.template_dirs)
+            .context("could not load the project templates")?;
+        let secrets = SecretService::from_config(&config, db.clone())
+            .context("could not load the master key for the credential store")?;
+        secrets
+            .verify_key()
+            .await
+            .context("the master key does not open this database's secrets")?;
+        let shutdown = CancellationToken::new();
+        let registry = build_registry(&config, &shutdown)?;
+        if config.api_token.is_none() {
+            tracing::warn!("RDEV_API_TOKEN is not set: the API accepts unauthenticated requests");
+        }
+        let woodpecker = match &config.woodpecker {
+            Some(w) => Some(Woodpecker {
+                client: WoodpeckerClient::new(&w.url, w.token.clone())
+                    .context("invalid woodpecker configuration")?,
+                appear_timeout: Duration::from_secs(w.appear_timeout_secs),
+                pipeline_timeout: Duration::from_secs(w.pipeline_timeout_secs),
+                poll: Duration::from_millis(w.poll_ms),
+            }),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("could not listen on {}", config.listen))?;
@@ -38,9 +109,16 @@ impl Application {
             listener,
             state: AppState {
                 db,
+                store: Arc::new(store),
+                templates: Arc::new(templates),
+                git: GitWorkspaces::new(config.data_dir.join("git")),
+                registry: Arc::new(registry),
+                cancels: TaskCancels::default(),
                 config: Arc::new(config),
+                secrets: Arc::new(secrets),
             },
-            shutdown: CancellationToken::new(),
+            woodpecker,
+            shutdown,
         })
     }
 
@@ -61,16 +139,43 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
-    /// (bounded by `shutdown_grace_secs`) and closes the database.
+    /// The worker dependencies this application uses (also for `rdev worker`).
+    pub fn worker_deps(&self) -> WorkerDeps {
+        let s = &self.state;
+        WorkerDeps {
+            store: Arc::clone(&s.store),
+            registry: Arc::clone(&s.registry),
+            templates: Arc::clone(&s.templates),
+            git: s.git.clone(),
+            secrets: Arc::clone(&s.secrets),
+            cancels: s.cancels.clone(),
+            woodpecker: self.woodpecker.clone(),
+            config: Arc::clone(&s.config),
+        }
+    }
+
+    /// Serves the API, runs the workers and the callback dispatcher until the shutdown
+    /// token is cancelled; then stops claiming, lets running tasks and requests finish
+    /// within `shutdown_grace_secs` (handing unfinished tasks back to the queue) and closes
+    /// the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let deps = self.worker_deps();
         let Self {
             listener,
             state,
             shutdown,
+            ..
         } = self;
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
         let db = state.db.clone();
+        let pool = WorkerPool::new(deps, PoolConfig::from_config(&state.config));
+        let workers = tokio::spawn(pool.run(shutdown.clone()));
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&state.store),
+            state.secrets.clone(),
+            state.config.dispatch(),
+        );
+        let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
         let app = api::router(state);
         let stop = shutdown.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -83,6 +188,8 @@ impl Application {
             Ok(joined) => joined.context("server task panicked")??,
             Err(_) => tracing::warn!(?grace, "requests still running after the grace period"),
         }
+        let _ = workers.await;
+        let _ = dispatch.await;
         db.close().await;
         tracing::info!("stopped");
         Ok(())

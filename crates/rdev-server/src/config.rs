@@ -48,6 +48,82 @@ pub struct Config {
     pub max_timeout_secs: u64,
     /// Largest prompt accepted, in bytes.
     pub max_prompt_bytes: usize,
+    /// Extra template folders (each holds template folders) besides the built-ins.
+    pub template_dirs: Vec<PathBuf>,
+    /// Where new bare repositories are created for projects given no `repo_url`
+    /// (default `<data_dir>/repos`).
+    pub git_root: Option<PathBuf>,
+    /// Author and committer of rdev's commits.
+    pub commit_author_name: String,
+    pub commit_author_email: String,
+    /// Tasks this node runs at once (0: API only).
+    pub worker_concurrency: u32,
+    /// How long a worker's claim on a task lasts without a heartbeat, in seconds.
+    pub worker_lease_secs: u64,
+    /// Code agents, in order of preference (the first is the default).
+    pub agents: AgentsConfig,
+    /// Woodpecker CI, followed after a push when a project names its repository id.
+    pub woodpecker: Option<WoodpeckerConfig>,
+}
+
+/// `[agents]`: which providers run and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AgentsConfig {
+    /// Provider ids to register, the default first.
+    pub enabled: Vec<String>,
+    /// `[agents.claude_code]`
+    pub claude_code: rdev_agents::claude_code::ClaudeCodeConfig,
+    /// `[agents.opencode]`
+    pub opencode: rdev_agents::opencode::OpenCodeConfig,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: vec!["claude-code".into(), "opencode".into()],
+            claude_code: Default::default(),
+            opencode: Default::default(),
+        }
+    }
+}
+
+/// `[woodpecker]`: the CI server rdev follows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WoodpeckerConfig {
+    /// Base URL, e.g. `https://ci.example.com`.
+    pub url: String,
+    /// API token (`RDEV_WOODPECKER__TOKEN`).
+    pub token: SecretString,
+    /// How long to wait for a pushed commit's pipeline to appear.
+    #[serde(default = "default_appear_secs")]
+    pub appear_timeout_secs: u64,
+    /// How long a pipeline may run.
+    #[serde(default = "default_pipeline_secs")]
+    pub pipeline_timeout_secs: u64,
+    /// Poll interval in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_appear_secs() -> u64 {
+    120
+}
+fn default_pipeline_secs() -> u64 {
+    3600
+}
+fn default_poll_ms() -> u64 {
+    2000
+}
+
+impl Config {
+    /// The callback dispatcher's settings.
+    pub fn dispatch(&self) -> crate::callbacks::dispatcher::DispatchConfig {
+        crate::callbacks::dispatcher::DispatchConfig {
+            allow_private: self.allow_private_callbacks,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +138,14 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             max_timeout_secs: RequestLimits::DEFAULT_MAX_TIMEOUT.as_secs(),
             max_prompt_bytes: RequestLimits::DEFAULT_MAX_PROMPT_BYTES,
+            template_dirs: Vec::new(),
+            git_root: None,
+            commit_author_name: "rdev".to_owned(),
+            commit_author_email: "rdev@localhost".to_owned(),
+            worker_concurrency: 2,
+            worker_lease_secs: 60,
+            agents: AgentsConfig::default(),
+            woodpecker: None,
         }
     }
 }
@@ -100,6 +184,21 @@ impl Config {
             .map_err(|e| ConfigError(e.to_string()))
     }
 
+    /// Where new bare repositories go.
+    pub fn git_root(&self) -> PathBuf {
+        self.git_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("repos"))
+    }
+
+    /// The identity on rdev's commits.
+    pub fn author(&self) -> crate::git::Author {
+        crate::git::Author {
+            name: self.commit_author_name.clone(),
+            email: self.commit_author_email.clone(),
+        }
+    }
+
     /// The request limits builds are validated against.
     pub fn limits(&self) -> RequestLimits {
         RequestLimits {
@@ -110,6 +209,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its large error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

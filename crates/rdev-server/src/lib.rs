@@ -4,10 +4,16 @@
 
 pub mod api;
 pub mod app;
+pub mod callbacks;
+pub mod cancels;
 pub mod config;
+pub mod git;
+pub mod projects;
+pub mod secrets;
 pub mod telemetry;
 pub mod templates;
 pub mod woodpecker;
+pub mod worker;
 
 pub use app::Application;
 pub use config::Config;

@@ -2,33 +2,69 @@
 //! JSON fallbacks so that even unknown routes answer `{"error":{"code","message"}}`.
 //! Handlers stay thin: parse, call a service, map the result.
 
+mod auth;
+mod builds;
 mod error;
 mod health;
+mod projects;
+mod secrets;
+mod tasks;
+mod templates;
 
 use std::sync::Arc;
 
 use axum::{
-    extract::Request,
+    extract::{DefaultBodyLimit, Request},
     http::StatusCode,
     response::{IntoResponse, Response},
     Router,
 };
+use rdev_core::{OutboxStore, ProjectStore, ProviderRegistry, TaskStore, WorkQueue};
 use rdev_store::Db;
-use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::trace::TraceLayer;
 
 pub use self::error::ApiError;
-use crate::config::Config;
+use crate::{
+    cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
+    templates::TemplateRegistry,
+};
 
 /// Largest request body accepted (a prompt at the limit plus JSON overhead).
 pub fn body_limit(config: &Config) -> usize {
     config.max_prompt_bytes + 64 * 1024
 }
 
+/// Every storage port in one object, so handlers and workers share one injected store.
+pub trait Store: TaskStore + WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug {}
+
+impl<T: TaskStore + WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug> Store for T {}
+
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Db,
+    pub store: Arc<dyn Store>,
+    pub templates: Arc<TemplateRegistry>,
+    pub git: GitWorkspaces,
+    /// The code agents this node can run.
+    pub registry: Arc<ProviderRegistry>,
+    /// Cancellation of tasks running on this node.
+    pub cancels: TaskCancels,
     pub config: Arc<Config>,
+    /// The credential store (SPEC 5).
+    pub secrets: Arc<SecretService>,
+}
+
+impl AppState {
+    /// 422 `unknown_template` unless `name` is `None` or a known template.
+    pub fn check_template(&self, name: Option<&str>) -> Result<(), ApiError> {
+        if let Some(name) = name {
+            self.templates
+                .get(name)
+                .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+        }
+        Ok(())
+    }
 }
 
 /// The full API.
@@ -36,9 +72,18 @@ pub fn router(state: AppState) -> Router {
     let limit = body_limit(&state.config);
     Router::new()
         .merge(health::router())
+        .merge(secrets::router())
+        .merge(projects::router())
+        .merge(builds::router())
+        .merge(tasks::router())
+        .merge(templates::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -14,14 +14,26 @@ pub struct TestApp {
 
 /// Starts rdev on 127.0.0.1:0 with a fresh SQLite database (or `database_url` if given).
 pub async fn spawn_app_with(database_url: Option<String>) -> TestApp {
+    spawn_app_configured(database_url, |_| {}).await
+}
+
+/// Like [`spawn_app_with`], letting the test change the configuration first.
+pub async fn spawn_app_configured(
+    database_url: Option<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url
             .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("rdev.db").display())),
         data_dir: dir.path().join("data"),
+        // API tests run no worker (no agent ever starts) unless a test asks for one.
+        worker_concurrency: 0,
         ..Config::default()
     };
+    config.agents.enabled = vec!["claude-code".into()];
+    tweak(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();

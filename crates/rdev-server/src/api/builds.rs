@@ -1,0 +1,122 @@
+//! `POST /project/{name}/build`: validate everything that can be checked before work starts
+//! (project, template and variables, prompt and timeout, provider, callback URL, body
+//! size), then insert the task and its queue row in one transaction and answer
+//! `202 {"task_id","status":"queued"}` at once. `Idempotency-Key` returns the same task.
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::post,
+    Json, Router,
+};
+use rdev_core::{BuildSpec, NewTask};
+use serde_json::{json, Value};
+
+use super::{projects::parse_name, ApiError, AppState};
+use crate::callbacks::url_policy::check_url;
+
+/// Build routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/project/{name}/build", post(build))
+}
+
+/// The longest Idempotency-Key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+async fn build(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<BuildSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = parse_name(&name)?;
+    let project = state.store.get_project(&name).await?;
+    let Json(spec) = body?;
+    let spec = validate_spec(&state, &project, spec)?;
+    let unique_key = match headers.get("idempotency-key") {
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                    )
+                })?;
+            Some(key.to_owned())
+        }
+        None => None,
+    };
+    let mut task = NewTask::new(name, spec);
+    task.unique_key = unique_key;
+    let enqueued = state.store.create(task).await?;
+    let t = &enqueued.task;
+    tracing::info!(task_id = %t.id, project = %t.project, created = enqueued.created, "build accepted");
+    let status = if enqueued.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"task_id": t.id, "status": t.status, "created": enqueued.created})),
+    ))
+}
+
+/// Everything about a spec that can be known before queueing. Returns the spec with the
+/// template's variable defaults filled in.
+fn validate_spec(
+    state: &AppState,
+    project: &rdev_core::Project,
+    mut spec: BuildSpec,
+) -> Result<BuildSpec, ApiError> {
+    spec.validate(&state.config.limits())
+        .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    // A template named by the request is always checked; the project's own template only
+    // when the request gives variables (later builds on an existing repository need none).
+    let template = match spec.template.as_deref() {
+        Some(t) => Some(t),
+        None if !spec.variables.is_empty() => project.template.as_deref(),
+        None => None,
+    };
+    if let Some(template) = template {
+        spec.variables = state
+            .templates
+            .validate_variables(template, &spec.variables)
+            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    } else if !spec.variables.is_empty() {
+        return Err(unprocessable(
+            "invalid_field",
+            "invalid variables: variables need a template (in the request or the project)",
+        ));
+    }
+    if let Some(url) = &spec.callback_url {
+        check_url(url, state.config.allow_private_callbacks)
+            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    }
+    let provider = spec.provider.as_ref().or(project.provider.as_ref());
+    if let Some(p) = provider {
+        let available = state.registry.list();
+        if !available.iter().any(|a| a == p) {
+            return Err(unprocessable(
+                "unknown_provider",
+                format!(
+                    "unknown provider {p}; available: {}",
+                    available
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(spec)
+}

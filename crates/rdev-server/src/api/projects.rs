@@ -1,0 +1,316 @@
+//! `/projects`: create, list, show, change and delete projects. Names are validated slugs;
+//! every bad field is a 422 naming the field. Handlers only parse and map; the rules live
+//! in `rdev_core::Project` validation and the store.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use rdev_core::{secrets::InjectionPlan, ErrorCode, Project, ProjectName, ValidationError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::{
+    callbacks::keys::rotate_signing_secret,
+    git::{GitEnv, GitWorkspaces},
+    projects::initialise_repository,
+};
+
+/// Project routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/projects", get(list).post(create))
+        .route("/projects/{name}", get(show).patch(update).delete(remove))
+        .route(
+            "/projects/{name}/webhook-secret",
+            post(rotate_webhook_secret),
+        )
+}
+
+/// The body of `POST /projects`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    /// Absent: a new bare repository is created under the configured git root.
+    #[serde(default)]
+    repo_url: Option<String>,
+    /// Template variables; with `template`, an empty repository gets its first commit.
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    #[serde(default)]
+    default_branch: Option<String>,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    woodpecker_repo_id: Option<i64>,
+    #[serde(default)]
+    deploy_url_pattern: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    /// Secrets builds receive: `{"env": [["VAR", "SECRET_NAME"]], "git_token": "NAME"}`.
+    #[serde(default)]
+    secrets: InjectionPlan,
+}
+
+fn invalid(e: &ValidationError) -> ApiError {
+    ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, e)
+}
+
+fn field(field: &'static str, reason: impl Into<String>) -> ApiError {
+    invalid(&ValidationError::InvalidField {
+        field,
+        reason: reason.into(),
+    })
+}
+
+/// Parses a project name from a path or body, answering 422 with the reason.
+pub fn parse_name(name: &str) -> Result<ProjectName, ApiError> {
+    ProjectName::parse(name).map_err(|e| invalid(&e))
+}
+
+/// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
+/// id, a deploy URL pattern with known placeholders.
+fn validate(p: &Project) -> Result<(), ApiError> {
+    let url = p.repo_url.trim();
+    if url.is_empty()
+        || url.len() > 2048
+        || url.starts_with('-')
+        || url.contains(char::is_whitespace)
+    {
+        return Err(field(
+            "repo_url",
+            "must be a git URL or path, without spaces, not starting with '-'",
+        ));
+    }
+    if url.contains('@') && url.contains("://") {
+        let after_scheme = &url[url.find("://").map_or(0, |i| i + 3)..];
+        if after_scheme
+            .split('/')
+            .next()
+            .is_some_and(|auth| auth.contains(':') && auth.contains('@'))
+        {
+            return Err(field(
+                "repo_url",
+                "must not contain credentials; store the token as a project secret",
+            ));
+        }
+    }
+    let b = &p.default_branch;
+    let branch_ok = !b.is_empty()
+        && b.len() <= 200
+        && !b.starts_with('-')
+        && !b.starts_with('/')
+        && !b.ends_with('/')
+        && !b.ends_with(".lock")
+        && !b.contains("..")
+        && !b.contains("//")
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    if !branch_ok {
+        return Err(field(
+            "default_branch",
+            format!("{b:?} is not a valid branch name"),
+        ));
+    }
+    if let Some(pattern) = &p.deploy_url_pattern {
+        crate::woodpecker::validate_deploy_url_pattern(pattern)
+            .map_err(|e| field("deploy_url_pattern", e.to_string()))?;
+    }
+    if let Some(id) = p.woodpecker_repo_id {
+        if id <= 0 {
+            return Err(field("woodpecker_repo_id", "must be a positive id"));
+        }
+    }
+    Ok(())
+}
+
+fn to_json(p: &Project) -> Value {
+    json!(p)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body?;
+    let name = parse_name(&body.name)?;
+    let new_repo = body.repo_url.is_none();
+    let project = Project {
+        repo_url: body
+            .repo_url
+            .unwrap_or_else(|| format!("{}/{name}.git", state.config.git_root().display())),
+        name,
+        default_branch: body.default_branch.unwrap_or_else(|| "main".to_owned()),
+        template: body.template,
+        woodpecker_repo_id: body.woodpecker_repo_id,
+        deploy_url_pattern: body.deploy_url_pattern,
+        provider: body
+            .provider
+            .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
+            .transpose()?,
+        secrets: body.secrets,
+    };
+    validate(&project)?;
+    state.check_template(project.template.as_deref())?;
+    // Only a repository rdev creates now, or one given with variables, is initialised from
+    // the template; an existing repository with history is never rendered over.
+    let render = new_repo || !body.variables.is_empty();
+    let vars = match &project.template {
+        Some(t) if render => state
+            .templates
+            .validate_variables(t, &body.variables)
+            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?,
+        None if !body.variables.is_empty() => {
+            return Err(field("variables", "variables need a template"));
+        }
+        _ => BTreeMap::new(),
+    };
+    match state.store.get_project(&project.name).await {
+        Ok(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("conflict: project {} already exists", project.name),
+            ))
+        }
+        Err(rdev_core::StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if new_repo {
+        GitWorkspaces::create_bare_repo(
+            &state.config.git_root(),
+            &project.name,
+            &project.default_branch,
+        )
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    }
+    let initial_commit = match &project.template {
+        Some(t) if render => initialise_repository(
+            &state.git,
+            &state.templates,
+            &project,
+            t,
+            &vars,
+            &state.config.author(),
+            &GitEnv::default(),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                e.code(),
+                format!("could not initialise the repository: {e}"),
+            )
+        })?,
+        _ => None,
+    };
+    state.store.create_project(&project).await?;
+    let secret = rotate_signing_secret(&state.secrets, &project.name, "api")
+        .await
+        .map_err(|e| ApiError::from_code(StatusCode::SERVICE_UNAVAILABLE, &e))?;
+    let mut out = to_json(&project);
+    out["initial_commit"] = json!(initial_commit);
+    // Shown once: callbacks are signed with it (Standard Webhooks).
+    out["webhook_secret"] = json!(secret.expose());
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Replaces the project's callback signing secret and shows the new one once.
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    state.store.get_project(&name).await?;
+    let secret = rotate_signing_secret(&state.secrets, &name, "api")
+        .await
+        .map_err(|e| ApiError::from_code(StatusCode::SERVICE_UNAVAILABLE, &e))?;
+    Ok(Json(
+        json!({"project": name, "webhook_secret": secret.expose()}),
+    ))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let projects = state.store.list_projects().await?;
+    Ok(Json(json!({"projects": projects})))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = parse_name(&name)?;
+    Ok(Json(to_json(&state.store.get_project(&name).await?)))
+}
+
+/// `PATCH` is a JSON merge patch (RFC 7396) of the project's fields; `name` cannot change.
+async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(patch) = body?;
+    let name = parse_name(&name)?;
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "PATCH body must be a JSON object",
+        ));
+    };
+    let current = state.store.get_project(&name).await?;
+    let mut merged = to_json(&current);
+    for (k, v) in patch {
+        if k == "name" && v != json!(name.as_str()) {
+            return Err(field("name", "a project cannot be renamed"));
+        }
+        if !merged.as_object().is_some_and(|o| o.contains_key(&k)) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_field",
+                format!("unknown project field {k:?}"),
+            ));
+        }
+        merged[&k] = v;
+    }
+    let updated: Project = serde_json::from_value(merged).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.to_string(),
+        )
+    })?;
+    validate(&updated)?;
+    state.check_template(updated.template.as_deref())?;
+    state.store.update_project(&updated).await?;
+    Ok(Json(to_json(&updated)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    state.store.delete_project(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<rdev_core::StoreError> for ApiError {
+    fn from(e: rdev_core::StoreError) -> Self {
+        use rdev_core::StoreError as E;
+        let status = match &e {
+            E::NotFound { .. } => StatusCode::NOT_FOUND,
+            E::Conflict(_) | E::LeaseLost { .. } | E::InvalidTransition(_) => StatusCode::CONFLICT,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Corrupt(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,169 @@
+//! Project set-up that needs git: creating a new bare repository under the configured git
+//! root, and giving an empty repository its first commit rendered from a template. The
+//! worker uses [`render_initial_commit`] too, for a build on a still-empty project. The
+//! HTTP layer validates; this module only does the work.
+
+use std::collections::BTreeMap;
+
+use rdev_core::{ErrorCode, Project, TaskId};
+
+use crate::{
+    git::{Author, GitEnv, GitError, GitWorkspaces, Workspace},
+    templates::{TemplateError, TemplateRegistry},
+};
+
+/// Why a repository could not be initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+impl ErrorCode for InitError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Template(e) => e.code(),
+            Self::Git(e) => e.code(),
+        }
+    }
+}
+
+/// Renders `template` with `vars` into the (empty) workspace and commits it; returns the
+/// commit's SHA. The caller pushes.
+pub async fn render_initial_commit(
+    ws: &Workspace,
+    templates: &TemplateRegistry,
+    template: &str,
+    vars: &BTreeMap<String, String>,
+    author: &Author,
+    task: Option<TaskId>,
+) -> Result<Option<String>, InitError> {
+    let dir = ws.dir.clone();
+    let templates = templates.clone();
+    let (name, vars_owned) = (template.to_owned(), vars.clone());
+    tokio::task::spawn_blocking(move || templates.render_into(&name, &vars_owned, &dir))
+        .await
+        .map_err(|e| GitError::Spawn(format!("render task failed: {e}")))??;
+    let message = format!("Initialise from template {template}");
+    Ok(ws.commit_all(&message, task, author).await?)
+}
+
+/// Gives `project`'s repository its first commit from `template` when its default branch
+/// has no commit yet. Returns the pushed SHA, or `None` when the branch already had
+/// history (nothing is rendered over existing work).
+pub async fn initialise_repository(
+    git: &GitWorkspaces,
+    templates: &TemplateRegistry,
+    project: &Project,
+    template: &str,
+    vars: &BTreeMap<String, String>,
+    author: &Author,
+    env: &GitEnv,
+) -> Result<Option<String>, InitError> {
+    let ws = git
+        .prepare(
+            &project.name,
+            &project.repo_url,
+            &project.default_branch,
+            TaskId::new(),
+            env,
+        )
+        .await?;
+    let result = async {
+        if !ws.is_empty {
+            return Ok(None);
+        }
+        let sha = render_initial_commit(&ws, templates, template, vars, author, None).await?;
+        if sha.is_some() {
+            ws.push().await?;
+        }
+        Ok(sha)
+    }
+    .await;
+    git.remove(ws).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use rdev_core::ProjectName;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn new_repository_gets_a_rendered_first_commit_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = ProjectName::parse("landing").unwrap();
+        let repo = GitWorkspaces::create_bare_repo(&tmp.path().join("repos"), &name, "main")
+            .await
+            .unwrap();
+        let project = Project {
+            name,
+            repo_url: repo.to_string_lossy().into_owned(),
+            default_branch: "main".into(),
+            template: Some("static-site".into()),
+            woodpecker_repo_id: None,
+            deploy_url_pattern: None,
+            provider: None,
+            secrets: Default::default(),
+        };
+        let git = GitWorkspaces::new(tmp.path().join("git"));
+        let templates = TemplateRegistry::builtin().unwrap();
+        let info = templates.get("static-site").unwrap().info();
+        let mut vars = BTreeMap::new();
+        for (name, _) in info.variables.iter().filter(|(_, v)| v.required) {
+            vars.insert(name.clone(), "Hello Test".to_owned());
+        }
+        let sha = initialise_repository(
+            &git,
+            &templates,
+            &project,
+            "static-site",
+            &vars,
+            &Author::default(),
+            &GitEnv::default(),
+        )
+        .await
+        .unwrap()
+        .expect("an empty repository gets a commit");
+        let out = std::process::Command::new("git")
+            .args([
+                "--git-dir",
+                &project.repo_url,
+                "rev-parse",
+                "refs/heads/main",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha);
+        let tree = std::process::Command::new("git")
+            .args([
+                "--git-dir",
+                &project.repo_url,
+                "ls-tree",
+                "-r",
+                "--name-only",
+                "main",
+            ])
+            .output()
+            .unwrap();
+        let files = String::from_utf8_lossy(&tree.stdout);
+        assert!(files.lines().any(|f| f == ".woodpecker.yaml"), "{files}");
+
+        // A second call finds history and renders nothing.
+        let again = initialise_repository(
+            &git,
+            &templates,
+            &project,
+            "static-site",
+            &vars,
+            &Author::default(),
+            &GitEnv::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, None);
+    }
+}

@@ -1,1 +1,0 @@
-//! Project templates: loading `template.toml` folders and rendering them strictly.

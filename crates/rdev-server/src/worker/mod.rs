@@ -1,0 +1,245 @@
+//! The worker pool: claims tasks from the queue, runs each one ([`task`]), keeps every held
+//! lease alive with one batched heartbeat, reaps expired leases, and on shutdown stops
+//! claiming, lets running tasks finish within the grace period, then hands the rest back.
+//! It owns scheduling only; what a build does is in [`task`].
+
+mod events;
+mod task;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rdev_core::{LeaseKey, ProviderRegistry, TaskId};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::task::{BuildOutcome, Woodpecker};
+use crate::{
+    api::Store, cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
+    templates::TemplateRegistry,
+};
+
+/// Everything a worker needs, shared by all its tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<ProviderRegistry>,
+    pub templates: Arc<TemplateRegistry>,
+    pub git: GitWorkspaces,
+    pub secrets: Arc<SecretService>,
+    pub cancels: TaskCancels,
+    pub woodpecker: Option<Woodpecker>,
+    pub config: Arc<Config>,
+}
+
+/// How a pool schedules.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Name written on attempts (host and pid by default).
+    pub worker_id: String,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// How long a claim or heartbeat holds a task.
+    pub lease: Duration,
+    /// How often held leases are extended (a third of the lease by default).
+    pub heartbeat_every: Duration,
+    /// How often expired leases are returned to the queue.
+    pub reap_every: Duration,
+    /// How long running tasks may finish after shutdown before their leases are handed back.
+    pub grace: Duration,
+}
+
+impl PoolConfig {
+    /// Defaults derived from configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let lease = Duration::from_secs(config.worker_lease_secs.max(3));
+        Self {
+            worker_id: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "rdev".into()),
+                std::process::id()
+            ),
+            concurrency: config.worker_concurrency,
+            lease,
+            heartbeat_every: lease / 3,
+            reap_every: Duration::from_secs(5),
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+        }
+    }
+}
+
+/// A running task as the pool sees it.
+#[derive(Debug)]
+struct Running {
+    key: LeaseKey,
+    /// Cancelled when the lease is lost or the task is cancelled: the task must stop and
+    /// must not write.
+    stop: CancellationToken,
+}
+
+/// Claims and runs tasks until `shutdown` fires.
+#[derive(Debug)]
+pub struct WorkerPool {
+    deps: WorkerDeps,
+    config: PoolConfig,
+    running: Arc<Mutex<HashMap<TaskId, Running>>>,
+}
+
+impl WorkerPool {
+    /// A pool over `deps`.
+    pub fn new(deps: WorkerDeps, config: PoolConfig) -> Self {
+        Self {
+            deps,
+            config,
+            running: Arc::default(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.config.concurrency == 0 {
+            tracing::info!("worker concurrency is 0: this node only serves the API");
+            shutdown.cancelled().await;
+            return;
+        }
+        let this = Arc::new(self);
+        let background = CancellationToken::new();
+        let heartbeat = tokio::spawn(Arc::clone(&this).heartbeat_loop(background.clone()));
+        let reaper = tokio::spawn(Arc::clone(&this).reap_loop(background.clone()));
+        let mut tasks = JoinSet::new();
+        let mut signal = this.deps.store.subscribe();
+        tracing::info!(worker = %this.config.worker_id, concurrency = this.config.concurrency, "worker pool started");
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let free = this.config.concurrency.saturating_sub(tasks.len() as u32);
+            let claimed = if free > 0 {
+                match this
+                    .deps
+                    .store
+                    .claim(&this.config.worker_id, free, this.config.lease)
+                    .await
+                {
+                    Ok(leases) => leases,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim failed; retrying shortly");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let got = claimed.len();
+            for lease in claimed {
+                let stop = CancellationToken::new();
+                let id = lease.task.id;
+                this.deps.cancels.register(id, stop.clone());
+                this.running().insert(
+                    id,
+                    Running {
+                        key: lease.key(),
+                        stop: stop.clone(),
+                    },
+                );
+                let pool = Arc::clone(&this);
+                tasks.spawn(async move {
+                    task::run(&pool.deps, lease, stop).await;
+                    pool.running().remove(&id);
+                    pool.deps.cancels.remove(id);
+                });
+            }
+            if got == 0 || tasks.len() as u32 >= this.config.concurrency {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = this.deps.store.wait_for_work(&mut signal, Duration::from_secs(1)) => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                }
+            }
+        }
+        tracing::info!(running = tasks.len(), "worker pool draining");
+        let drained = tokio::time::timeout(this.config.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Past the grace period: stop the agents and give the tasks back to the queue.
+            let keys: Vec<(LeaseKey, CancellationToken)> = this
+                .running()
+                .values()
+                .map(|r| (r.key, r.stop.clone()))
+                .collect();
+            for (_, stop) in &keys {
+                stop.cancel();
+            }
+            while tasks.join_next().await.is_some() {}
+            for (key, _) in keys {
+                if let Err(e) = this
+                    .deps
+                    .store
+                    .fail(&key, "worker shut down before the task finished", true)
+                    .await
+                {
+                    tracing::debug!(task_id = %key.task_id, error = %e, "could not hand back lease");
+                }
+            }
+        }
+        background.cancel();
+        let _ = heartbeat.await;
+        let _ = reaper.await;
+        tracing::info!("worker pool stopped");
+    }
+
+    /// One batched heartbeat for every held lease; a lost lease stops its task.
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let keys: Vec<LeaseKey> = self.running().values().map(|r| r.key).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            match self.deps.store.heartbeat(&keys, self.config.lease).await {
+                Ok(outcome) => {
+                    for id in outcome.lost {
+                        if let Some(r) = self.running().get(&id) {
+                            tracing::warn!(task_id = %id, "lease lost (cancelled, expired or reaped); stopping the task");
+                            r.stop.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    async fn reap_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.reap_every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.deps.store.reap_expired().await {
+                Ok(r) if !r.requeued.is_empty() || !r.dead.is_empty() => {
+                    tracing::info!(
+                        requeued = r.requeued.len(),
+                        dead = r.dead.len(),
+                        "reaped expired leases"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reaper failed"),
+            }
+        }
+    }
+}

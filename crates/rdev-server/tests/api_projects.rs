@@ -1,0 +1,338 @@
+//! Project CRUD over HTTP on both backends, and every bad-name and bad-field case.
+
+mod common;
+
+use common::{fresh_pg_database, spawn_app, spawn_app_with, TestApp};
+use serde_json::{json, Value};
+
+async fn crud_round_trip(app: TestApp) {
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let r = c
+        .post(format!("{base}/projects"))
+        .json(&json!({"name": "my-site", "repo_url": "/srv/git/my-site.git", "template": "static-site",
+                      "deploy_url_pattern": "https://{project}.example.com", "provider": "claude-code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["default_branch"], "main");
+    assert_eq!(p["provider"], "claude-code");
+
+    let again = c
+        .post(format!("{base}/projects"))
+        .json(&json!({"name": "my-site", "repo_url": "/x.git"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"]["code"],
+        "conflict"
+    );
+
+    let list: Value = c
+        .get(format!("{base}/projects"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["projects"].as_array().unwrap().len(), 1);
+
+    let r = c
+        .patch(format!("{base}/projects/my-site"))
+        .json(&json!({"default_branch": "release", "woodpecker_repo_id": 7, "template": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown: Value = c
+        .get(format!("{base}/projects/my-site"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["default_branch"], "release");
+    assert_eq!(shown["woodpecker_repo_id"], 7);
+    assert_eq!(shown["template"], Value::Null);
+
+    let r = c
+        .delete(format!("{base}/projects/my-site"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(format!("{base}/projects/my-site"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let r = c
+        .delete(format!("{base}/projects/my-site"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn project_crud_on_sqlite() {
+    crud_round_trip(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn project_crud_on_postgres() {
+    crud_round_trip(spawn_app_with(Some(fresh_pg_database().await)).await).await;
+}
+
+#[tokio::test]
+async fn bad_names_are_422_with_a_clear_message() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let long = "a".repeat(64);
+    for name in [
+        "",
+        "../etc",
+        "My-Site",
+        "a b",
+        "a/b",
+        "-lead",
+        "trail-",
+        long.as_str(),
+        "..",
+        "ü",
+    ] {
+        let r = c
+            .post(format!("{}/projects", app.address))
+            .json(&json!({"name": name, "repo_url": "/x.git"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{name:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_project_name", "{name:?}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Path names are checked the same way.
+    let r = c
+        .get(format!("{}/projects/UPPER", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = c
+        .get(format!("{}/projects/..%2Fetc", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // Nothing was created.
+    let list: Value = c
+        .get(format!("{}/projects", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["projects"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_fields_are_422_naming_the_field() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let cases = [
+        (json!({"name": "p", "repo_url": ""}), "repo_url"),
+        (
+            json!({"name": "p", "repo_url": "--upload-pack=evil"}),
+            "repo_url",
+        ),
+        (
+            json!({"name": "p", "repo_url": "https://u:tok@git.example/p.git"}),
+            "repo_url",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "default_branch": "../x"}),
+            "default_branch",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "deploy_url_pattern": "https://{nope}.x"}),
+            "deploy_url_pattern",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "woodpecker_repo_id": 0}),
+            "woodpecker_repo_id",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "provider": "Bad Provider"}),
+            "provider",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "template": "no-such-template"}),
+            "no-such-template",
+        ),
+        (
+            json!({"name": "p", "repo_url": "/x.git", "colour": "red"}),
+            "colour",
+        ),
+    ];
+    for (body, needle) in cases {
+        let r = c
+            .post(format!("{}/projects", app.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let err: Value = r.json().await.unwrap();
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {msg}");
+        assert!(!msg.contains("tok@"), "credentials never echoed: {msg}");
+    }
+    let r = c
+        .post(format!("{}/projects", app.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+}
+
+#[tokio::test]
+async fn project_from_template_gets_a_new_repository_with_a_rendered_first_commit() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/projects", app.address))
+        .json(&json!({"name": "hello", "template": "static-site", "variables": {"title": "Hello Rdev"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let sha = body["initial_commit"]
+        .as_str()
+        .expect("a first commit")
+        .to_owned();
+    let repo = body["repo_url"].as_str().unwrap().to_owned();
+    let head = std::process::Command::new("git")
+        .args(["--git-dir", &repo, "rev-parse", "refs/heads/main"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), sha);
+    let grep = std::process::Command::new("git")
+        .args(["--git-dir", &repo, "grep", "-l", "Hello Rdev", "main"])
+        .output()
+        .unwrap();
+    assert!(
+        !grep.stdout.is_empty(),
+        "the title was rendered into the commit"
+    );
+}
+
+#[tokio::test]
+async fn template_variable_errors_are_422_and_create_nothing() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let cases = [
+        (
+            json!({"name": "t1", "template": "static-site", "variables": {}}),
+            "missing_variable",
+            "title",
+        ),
+        (
+            json!({"name": "t2", "template": "static-site", "variables": {"title": "x", "nope": "y"}}),
+            "unknown_variable",
+            "nope",
+        ),
+        (
+            json!({"name": "t3", "repo_url": "/x.git", "variables": {"title": "x"}}),
+            "invalid_field",
+            "variables",
+        ),
+    ];
+    for (body, code, needle) in cases {
+        let r = c
+            .post(format!("{}/projects", app.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{err}"
+        );
+    }
+    let list: Value = c
+        .get(format!("{}/projects", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["projects"], json!([]));
+}
+
+#[tokio::test]
+async fn templates_are_listed_with_their_variables() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let list: Value = c
+        .get(format!("{}/templates", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"astro-landing") && names.contains(&"static-site"),
+        "{names:?}"
+    );
+    let one: Value = c
+        .get(format!("{}/templates/astro-landing", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["variables"]["title"]["required"], true);
+    let r = c
+        .get(format!("{}/templates/nope", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unknown_template"
+    );
+}

@@ -1,0 +1,182 @@
+//! The callback dispatcher against a real receiver: signed per Standard Webhooks, retried
+//! while the receiver is down, delivered exactly once when it is back, attempts visible.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use rdev_core::{BuildSpec, NewTask, Project, ProjectName, RetryPolicy, SecretString};
+use rdev_server::{
+    api::Store,
+    callbacks::{
+        dispatcher::{DispatchConfig, Dispatcher, SigningKeys},
+        signing::{generate_secret, verify},
+    },
+};
+use rdev_store::{Db, SqlStore, StoreConfig};
+use rdev_testkit::CallbackReceiver;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+struct Fixed(SecretString);
+
+#[async_trait]
+impl SigningKeys for Fixed {
+    async fn signing_secret(&self, _p: &ProjectName) -> Result<Option<SecretString>, String> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
+#[tokio::test]
+async fn callback_is_signed_retried_while_down_and_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::new(db, StoreConfig::default()).await.unwrap());
+    let name = ProjectName::parse("site").unwrap();
+    store
+        .create_project(
+            &serde_json::from_value::<Project>(
+                serde_json::json!({"name": "site", "repo_url": "/x.git"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let receiver = CallbackReceiver::start().await.unwrap();
+    let mut spec = BuildSpec::new("hello");
+    spec.callback_url = Some(receiver.url());
+    let task = store.create(NewTask::new(name, spec)).await.unwrap().task;
+    let lease = store
+        .claim("w", 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(&lease.key(), serde_json::json!({"output": "ok", "artifacts": {"commit_sha": "abc", "deploy_url": null}}))
+        .await
+        .unwrap();
+
+    receiver.fail_with(503);
+    let secret = generate_secret();
+    let dispatcher = Dispatcher::new(
+        Arc::clone(&store),
+        Arc::new(Fixed(secret.clone())),
+        DispatchConfig {
+            allow_private: true,
+            retry: RetryPolicy {
+                base: Duration::from_millis(100),
+                cap: Duration::from_millis(300),
+                jitter: 0.2,
+            },
+            idle_poll: Duration::from_millis(50),
+            ..DispatchConfig::default()
+        },
+    );
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(dispatcher.run(stop.clone()));
+
+    // Down: at least two refused attempts, each recorded on the task's outbox row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.received().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retries while the receiver is down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = store.outbox_for_task(task.id).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].attempts >= 1);
+    assert!(rows[0]
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("503"));
+    assert!(rows[0].delivered_at.is_none());
+
+    receiver.recover();
+    let accepted = receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+    assert_eq!(accepted.len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(receiver.accepted().len(), 1, "delivered exactly once");
+    stop.cancel();
+    handle.await.unwrap();
+
+    let cb = &accepted[0];
+    let all = receiver.received();
+    assert!(
+        all.iter().all(|c| c.webhook_id == cb.webhook_id),
+        "one webhook-id across retries"
+    );
+    verify(
+        &secret,
+        cb.webhook_id.as_deref().unwrap(),
+        cb.webhook_timestamp.as_deref().unwrap(),
+        cb.webhook_signature.as_deref().unwrap(),
+        &cb.body,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("signature verifies");
+    let body = cb.json();
+    assert_eq!(body["task_id"], task.id.to_string());
+    assert_eq!(body["project_id"], "site");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["result"]["artifacts"]["commit_sha"], "abc");
+    let rows = store.outbox_for_task(task.id).await.unwrap();
+    assert!(rows[0].delivered_at.is_some());
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_at_delivery_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::new(db, StoreConfig::default()).await.unwrap());
+    let name = ProjectName::parse("site").unwrap();
+    store
+        .create_project(
+            &serde_json::from_value(serde_json::json!({"name": "site", "repo_url": "/x.git"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let receiver = CallbackReceiver::start().await.unwrap();
+    let mut spec = BuildSpec::new("hello");
+    spec.callback_url = Some(receiver.url());
+    let task = store.create(NewTask::new(name, spec)).await.unwrap().task;
+    let lease = store
+        .claim("w", 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(&lease.key(), serde_json::json!({"output": "ok"}))
+        .await
+        .unwrap();
+
+    let dispatcher = Dispatcher::new(
+        Arc::clone(&store),
+        Arc::new(Fixed(generate_secret())),
+        DispatchConfig::default(),
+    );
+    let row = store
+        .claim_due(1, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .remove(0);
+    let outcome = dispatcher.attempt(row).await;
+    assert!(
+        matches!(&outcome, rdev_server::callbacks::dispatcher::Delivery::Failed(e) if e.contains("private")),
+        "{outcome:?}"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "nothing was sent to a loopback target"
+    );
+    let rows = store.outbox_for_task(task.id).await.unwrap();
+    assert_eq!(rows[0].attempts, 1);
+}

@@ -1,0 +1,316 @@
+//! End to end with everything real except the model and Woodpecker: `POST
+//! /project/{name}/build` -> worker -> the real `claude` CLI against the scripted model ->
+//! commit and push to a bare git remote -> the fake Woodpecker's pipeline -> a signed
+//! callback to a real HTTP receiver. On SQLite and on PostgreSQL.
+
+mod common;
+
+use std::{collections::BTreeMap, path::Path, process::Command, sync::Arc, time::Duration};
+
+use common::{fresh_pg_database, spawn_app_configured, TestApp};
+use rdev_core::SecretString;
+use rdev_server::{callbacks::signing::verify, config::WoodpeckerConfig};
+use rdev_testkit::{claude_bin, woodpecker::FakeWoodpecker, CallbackReceiver, ScriptedModel};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const WP_TOKEN: &str = "wp-test-token";
+
+struct World {
+    app: TestApp,
+    model: ScriptedModel,
+    woodpecker: Arc<FakeWoodpecker>,
+    receiver: CallbackReceiver,
+    remote: String,
+    _dir: tempfile::TempDir,
+    forge: CancellationToken,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.forge.cancel();
+    }
+}
+
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git").args(args).output().expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn remote_head(remote: &str) -> Option<String> {
+    let out = Command::new("git")
+        .args([
+            "--git-dir",
+            remote,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "refs/heads/main",
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Plays the forge's push webhook: every new head of `main` gets a Woodpecker pipeline that
+/// runs and succeeds.
+fn forge_hook(remote: String, wp: Arc<FakeWoodpecker>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut seen = remote_head(&remote);
+        while !stop.is_cancelled() {
+            let head = remote_head(&remote);
+            if head != seen {
+                if let Some(sha) = &head {
+                    let n = wp.add_pipeline(1, sha, "main");
+                    wp.script(1, n, &["running", "success"]);
+                }
+                seen = head;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+async fn world(pg: bool) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("site.git").to_string_lossy().into_owned();
+    git(&["init", "--bare", "--quiet", "-b", "main", &remote]);
+    let model = ScriptedModel::start().await.unwrap();
+    let woodpecker = Arc::new(FakeWoodpecker::start(WP_TOKEN).await.unwrap());
+    woodpecker.add_repo(1);
+    let receiver = CallbackReceiver::start().await.unwrap();
+    let url = if pg {
+        Some(fresh_pg_database().await)
+    } else {
+        None
+    };
+    let (base, wp_url) = (model.base_url(), woodpecker.url());
+    let state = dir.path().join("claude-state");
+    let app = spawn_app_configured(url, move |c| {
+        c.worker_concurrency = 1;
+        c.allow_private_callbacks = true;
+        c.woodpecker = Some(WoodpeckerConfig {
+            url: wp_url,
+            token: SecretString::new(WP_TOKEN),
+            appear_timeout_secs: 30,
+            pipeline_timeout_secs: 60,
+            poll_ms: 50,
+        });
+        let cc = &mut c.agents.claude_code;
+        cc.bin = Some(claude_bin());
+        cc.config_root = Some(state);
+        cc.env = BTreeMap::from([
+            ("ANTHROPIC_BASE_URL".to_owned(), SecretString::new(base)),
+            (
+                "ANTHROPIC_API_KEY".to_owned(),
+                SecretString::new("test-key-not-real"),
+            ),
+            ("CLAUDE_CODE_MAX_RETRIES".to_owned(), SecretString::new("0")),
+        ]);
+    })
+    .await;
+    let forge = CancellationToken::new();
+    forge_hook(remote.clone(), Arc::clone(&woodpecker), forge.clone());
+    World {
+        app,
+        model,
+        woodpecker,
+        receiver,
+        remote,
+        _dir: dir,
+        forge,
+    }
+}
+
+async fn create_project(w: &World) -> SecretString {
+    let r = reqwest::Client::new()
+        .post(format!("{}/projects", w.app.address))
+        .json(
+            &json!({"name": "site", "repo_url": w.remote, "woodpecker_repo_id": 1,
+                      "deploy_url_pattern": "https://{project}.example.com"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    SecretString::new(
+        body["webhook_secret"]
+            .as_str()
+            .expect("webhook secret shown once"),
+    )
+}
+
+async fn build(w: &World, body: Value) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/project/site/build", w.app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn task(w: &World, id: &str) -> Value {
+    reqwest::get(format!("{}/tasks/{id}", w.app.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
+    let w = world(pg).await;
+    let secret = create_project(&w).await;
+    let prompt = "Create the landing page.\n@@write hello.html\n<h1>Hello from rdev</h1>\n@@end\n@@bash echo built > build.txt\n@@reply The page is ready.";
+    let id = build(&w, json!({"prompt": prompt, "template": "static-site",
+        "variables": {"title": "Rdev Site"}, "auto_deploy": true, "callback_url": w.receiver.url()})).await;
+
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        got.len(),
+        1,
+        "callback delivered; task: {}",
+        task(&w, &id).await
+    );
+    let cb = &got[0];
+    verify(
+        &secret,
+        cb.webhook_id.as_deref().unwrap(),
+        cb.webhook_timestamp.as_deref().unwrap(),
+        cb.webhook_signature.as_deref().unwrap(),
+        &cb.body,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("callback signature verifies with the project's secret");
+    let body = cb.json();
+    assert_eq!(body["task_id"], id);
+    assert_eq!(body["status"], "completed", "{body}");
+    let head = remote_head(&w.remote).expect("pushed");
+    assert_eq!(body["result"]["artifacts"]["commit_sha"], head.as_str());
+    assert_eq!(
+        body["result"]["artifacts"]["deploy_url"],
+        "https://site.example.com"
+    );
+    assert!(body["result"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("The page is ready."));
+    assert!(body["duration_ms"].as_u64().is_some());
+
+    // The pushed commit holds the agent's files on top of the rendered template.
+    assert_eq!(
+        git(&["--git-dir", &w.remote, "show", "main:hello.html"]),
+        "<h1>Hello from rdev</h1>"
+    );
+    assert_eq!(
+        git(&["--git-dir", &w.remote, "show", "main:build.txt"]),
+        "built"
+    );
+    assert!(
+        git(&["--git-dir", &w.remote, "ls-tree", "--name-only", "main"])
+            .contains(".woodpecker.yaml")
+    );
+    let msg = git(&["--git-dir", &w.remote, "log", "-1", "--format=%B", "main"]);
+    assert!(msg.contains(&format!("Rdev-Task: {id}")), "{msg}");
+
+    let t = task(&w, &id).await;
+    assert_eq!(t["status"], "completed");
+    assert_eq!(t["result"]["agent"]["pipeline"]["status"], "success");
+    assert!(t["callbacks"][0]["delivered_at"].is_string());
+    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: tool_use"), "{events}");
+    assert!(events.contains("event: end"));
+    assert!(!w.model.requests().is_empty());
+    assert!(
+        w.woodpecker.requests().iter().all(|r| r.authorized),
+        "every CI call carried the token"
+    );
+}
+
+#[tokio::test]
+async fn deployed_build_end_to_end_on_sqlite() {
+    deployed_build_reaches_the_remote_ci_and_callback(false).await;
+}
+
+#[tokio::test]
+async fn deployed_build_end_to_end_on_postgres() {
+    deployed_build_reaches_the_remote_ci_and_callback(true).await;
+}
+
+#[tokio::test]
+async fn build_without_changes_completes_without_a_commit() {
+    let w = world(false).await;
+    create_project(&w).await;
+    let id = build(&w, json!({"prompt": "@@reply Nothing to do.", "auto_deploy": true, "callback_url": w.receiver.url()})).await;
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(120))
+        .await;
+    assert_eq!(got.len(), 1, "{}", task(&w, &id).await);
+    let body = got[0].json();
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["result"]["artifacts"]["commit_sha"], Value::Null);
+    assert!(body["result"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("no changes"));
+    assert_eq!(remote_head(&w.remote), None, "nothing was pushed");
+}
+
+#[tokio::test]
+async fn cancel_mid_run_kills_the_agent_and_pushes_nothing() {
+    let w = world(false).await;
+    create_project(&w).await;
+    let id = build(&w, json!({"prompt": "@@write a.txt\nx\n@@end\n@@sleep 60000\n@@reply late", "auto_deploy": true,
+        "callback_url": w.receiver.url()})).await;
+    // Wait until the agent is running: the model has served the script's first step.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !w.model.requests().iter().any(|r| r.step.is_some()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent never started: {}",
+            task(&w, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/tasks/{id}/cancel", w.app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(60))
+        .await;
+    assert_eq!(got[0].json()["status"], "cancelled");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(task(&w, &id).await["status"], "cancelled");
+    assert_eq!(
+        remote_head(&w.remote),
+        None,
+        "a cancelled build pushes nothing"
+    );
+    assert!(!Path::new(&w.remote).join("refs/heads/main").exists());
+}
