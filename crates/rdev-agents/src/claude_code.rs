@@ -1,1 +1,131 @@
-//! Claude Code adapter: runs `claude -p --output-format stream-json` and maps its stream.
+//! Claude Code adapter: [`ClaudeCodeAgent`] runs `claude -p --output-format stream-json
+//! --verbose` with the prompt on stdin, locally or through `kubectl exec`, maps its stream to
+//! `AgentEvent`s and ends every run with an `AgentResult`. This file wires the pieces: cancel
+//! before, during and after a run is [`crate::run_table`]'s, process handling
+//! [`crate::process`]'s, argv/env and the read loop in [`run`], parsing in [`stream`]. It must
+//! never pass the prompt or a secret through argv or a shell.
+
+pub mod config;
+pub mod redact;
+pub mod run;
+pub mod stream;
+pub mod transport;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+pub use config::{ClaudeCodeConfig, ConfigError, KubectlConfig, PermissionMode, TransportConfig};
+use rdev_core::{
+    AgentError, AgentEvent, AgentProvider, AgentRequest, AgentResult, AgentStatus, Capabilities,
+    CodeAgent, EventSink, RequestLimits, RunId, Usage,
+};
+pub use stream::{FinalResult, LineReader, StreamParser};
+use tracing::Instrument;
+pub use transport::{KubectlTransport, LocalTransport, Transport};
+
+use crate::run_table::RunTable;
+
+/// The Claude Code CLI as a [`CodeAgent`].
+#[derive(Debug)]
+pub struct ClaudeCodeAgent {
+    config: ClaudeCodeConfig,
+    transport: Arc<dyn Transport>,
+    bin: PathBuf,
+    runs: RunTable,
+}
+
+impl ClaudeCodeAgent {
+    /// An adapter for `config` (validated; the binary is resolved once, here).
+    pub fn new(config: ClaudeCodeConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let transport: Arc<dyn Transport> = match &config.transport {
+            TransportConfig::Local => Arc::new(LocalTransport),
+            TransportConfig::Kubectl(k) => Arc::new(KubectlTransport::new(
+                k.clone(),
+                run::inherited_env(&config),
+            )),
+        };
+        let bin = config.resolve_bin();
+        Ok(Self {
+            config,
+            transport,
+            bin,
+            runs: RunTable::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClaudeCodeConfig {
+        &self.config
+    }
+
+    /// The `claude` binary runs use.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+fn cancelled_before_start(session_id: Option<String>) -> AgentResult {
+    AgentResult {
+        status: AgentStatus::Cancelled,
+        output: "cancelled before start".to_owned(),
+        session_id,
+        cost_usd: None,
+        usage: Usage::default(),
+        num_turns: 0,
+        duration: Duration::ZERO,
+    }
+}
+
+#[async_trait::async_trait]
+impl CodeAgent for ClaudeCodeAgent {
+    fn provider(&self) -> AgentProvider {
+        AgentProvider::claude_code()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            resume: true,
+            cancel: true,
+            streaming: true,
+            models: Vec::new(),
+            cost_reporting: true,
+        }
+    }
+
+    async fn execute(
+        &self,
+        request: AgentRequest,
+        events: EventSink,
+    ) -> Result<AgentResult, AgentError> {
+        // Size and maximum-timeout limits are the caller's configuration; the adapter only
+        // refuses what it cannot run at all (a blank prompt, a sub-second timeout).
+        let limits = RequestLimits {
+            max_timeout: Duration::MAX,
+            max_prompt_bytes: usize::MAX,
+        };
+        request.validate(&limits)?;
+        let Some(active) = self.runs.register(request.run_id) else {
+            let result = cancelled_before_start(request.session_id.clone());
+            let _ = events.send(AgentEvent::Completed(result.clone())).await;
+            return Ok(result);
+        };
+        let ctx = run::RunContext {
+            config: &self.config,
+            transport: self.transport.as_ref(),
+            bin: &self.bin,
+        };
+        let span = tracing::info_span!("claude_code", run = %request.run_id, provider = AgentProvider::CLAUDE_CODE);
+        run::run(ctx, request, events, active.token().clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn cancel(&self, run: RunId) -> Result<(), AgentError> {
+        self.runs.cancel(run);
+        Ok(())
+    }
+}

@@ -5,3 +5,5 @@
 
 pub mod claude_code;
 pub mod opencode;
+pub mod process;
+pub mod run_table;

@@ -1,0 +1,359 @@
+//! [`ClaudeCodeConfig`]: how rdev runs the `claude` CLI (binary, permission mode,
+//! transport, timeouts, environment). It is embedded in rdev's configuration under
+//! `[agents.claude_code]`; every field has a default. This module resolves paths and
+//! validates settings; it never starts a process.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rdev_core::{ErrorCode, SecretString, DEFAULT_AVAILABILITY_TIMEOUT};
+use serde::Deserialize;
+
+/// Environment variable that overrides [`ClaudeCodeConfig::bin`].
+pub const BIN_ENV: &str = "RDEV_CLAUDE_BIN";
+
+/// Where `scripts/setup-tools` installs the CLI, relative to the repository root.
+pub const SETUP_TOOLS_BIN: &str = ".tools/node_modules/.bin/claude";
+
+/// Settings of the Claude Code adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaudeCodeConfig {
+    /// The `claude` binary. `RDEV_CLAUDE_BIN` overrides it; when neither is set the adapter
+    /// looks for `.tools/node_modules/.bin/claude` above the current directory and the
+    /// running executable, then falls back to `claude` on `PATH`. With the kubectl
+    /// transport it is a path inside the pod (default `claude`).
+    pub bin: Option<PathBuf>,
+    /// The `--permission-mode` passed to the CLI.
+    pub permission_mode: PermissionMode,
+    /// Where the CLI runs: a local child process or `kubectl exec` into a pod.
+    pub transport: TransportConfig,
+    /// How long to wait for the CLI's first output line before failing as unavailable.
+    #[serde(with = "secs")]
+    pub availability_timeout: Duration,
+    /// After `SIGTERM` on cancel or timeout, how long the CLI may take to exit before the
+    /// whole process family gets `SIGKILL`.
+    #[serde(with = "secs")]
+    pub kill_grace: Duration,
+    /// Extra environment for every run (API keys, `ANTHROPIC_BASE_URL`, ...). Values are
+    /// secrets: never logged and redacted from events.
+    pub env: BTreeMap<String, SecretString>,
+    /// Variables passed through from rdev's own environment to the local CLI (or to
+    /// `kubectl` itself). A trailing `*` matches a prefix. Everything else is withheld, so
+    /// rdev's own secrets (`RDEV_MASTER_KEY`, database URLs) never reach an agent.
+    pub inherit_env: Vec<String>,
+    /// Give every working directory its own `CLAUDE_CONFIG_DIR` under
+    /// [`Self::config_root`], so concurrent runs never share the CLI's state files while
+    /// `--resume` in the same directory still finds its session. Local transport only.
+    pub isolate_config: bool,
+    /// Root of the per-directory config dirs; default `$XDG_STATE_HOME/rdev/claude`
+    /// (or `~/.local/state/rdev/claude`).
+    pub config_root: Option<PathBuf>,
+    /// Extra CLI arguments appended after rdev's own (e.g. `--fallback-model`).
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ClaudeCodeConfig {
+    fn default() -> Self {
+        Self {
+            bin: None,
+            permission_mode: PermissionMode::default(),
+            transport: TransportConfig::default(),
+            availability_timeout: DEFAULT_AVAILABILITY_TIMEOUT,
+            kill_grace: Duration::from_secs(3),
+            env: BTreeMap::new(),
+            inherit_env: DEFAULT_INHERIT_ENV
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            isolate_config: true,
+            config_root: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Variables a CLI needs to run at all (paths, locale, proxies, CA bundles) plus the
+/// CLI's own `ANTHROPIC_*`/`CLAUDE_CODE_*` settings and `KUBECONFIG` for kubectl.
+pub const DEFAULT_INHERIT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_*",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "KUBECONFIG",
+    "ANTHROPIC_*",
+    "CLAUDE_CODE_*",
+];
+
+/// Claude Code's `--permission-mode` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PermissionMode {
+    /// Ask before every tool use; a `-p` run then cannot edit anything.
+    Default,
+    /// Accept file edits, ask for commands.
+    AcceptEdits,
+    /// Never ask: builds run unattended in a checkout made for them, so the agent may edit
+    /// files and run commands there. The default; it implies `IS_SANDBOX=1` (see docs).
+    #[default]
+    BypassPermissions,
+    /// Deny whatever would need asking.
+    DontAsk,
+    /// Plan only, no changes.
+    Plan,
+}
+
+impl PermissionMode {
+    /// The value the CLI expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::AcceptEdits => "acceptEdits",
+            Self::BypassPermissions => "bypassPermissions",
+            Self::DontAsk => "dontAsk",
+            Self::Plan => "plan",
+        }
+    }
+}
+
+/// Where the CLI runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TransportConfig {
+    /// A child process of rdev.
+    #[default]
+    Local,
+    /// `kubectl exec -i <pod> [-n ns] [-c container] -- ...`.
+    Kubectl(KubectlConfig),
+}
+
+/// Settings of the kubectl transport. There is deliberately no default `kubectl_bin`: the
+/// binary is always named by configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubectlConfig {
+    /// The kubectl binary to run.
+    pub kubectl_bin: PathBuf,
+    /// The pod to exec into.
+    pub pod: String,
+    /// Its namespace (`-n`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Its container (`-c`).
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// Invalid Claude Code settings or request environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable name that is not `[A-Za-z_][A-Za-z0-9_]*`.
+    #[error("invalid environment variable name {0:?}")]
+    InvalidEnvName(String),
+    /// A value that cannot cross the kubectl transport (it contains a newline or NUL).
+    #[error("environment variable {0} has a newline or NUL in its value")]
+    InvalidEnvValue(String),
+    /// A kubectl transport without a pod.
+    #[error("kubectl transport needs a pod name")]
+    MissingPod,
+}
+
+impl ErrorCode for ConfigError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidEnvName(_) => "invalid_env_name",
+            Self::InvalidEnvValue(_) => "invalid_env_value",
+            Self::MissingPod => "kubectl_pod_missing",
+        }
+    }
+}
+
+impl ClaudeCodeConfig {
+    /// Checks settings that would otherwise fail at the first run.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for name in self.env.keys() {
+            check_env_name(name)?;
+        }
+        if let TransportConfig::Kubectl(k) = &self.transport {
+            if k.pod.trim().is_empty() {
+                return Err(ConfigError::MissingPod);
+            }
+        }
+        Ok(())
+    }
+
+    /// The binary to run: `RDEV_CLAUDE_BIN`, else [`Self::bin`], else (local transport) the
+    /// one `scripts/setup-tools` installed, else `claude` from `PATH`.
+    pub fn resolve_bin(&self) -> PathBuf {
+        if let Some(v) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
+            return PathBuf::from(v);
+        }
+        if let Some(bin) = &self.bin {
+            return bin.clone();
+        }
+        if self.transport == TransportConfig::Local {
+            if let Some(found) = discover_setup_tools_bin() {
+                return found;
+            }
+        }
+        PathBuf::from("claude")
+    }
+
+    /// The root of the per-directory `CLAUDE_CONFIG_DIR`s.
+    pub fn resolve_config_root(&self) -> PathBuf {
+        if let Some(root) = &self.config_root {
+            return root.clone();
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")));
+        match state {
+            Some(s) => s.join("rdev").join("claude"),
+            None => std::env::temp_dir().join("rdev-claude"),
+        }
+    }
+}
+
+/// `<dir>/.tools/node_modules/.bin/claude` for the first `dir` among the current
+/// directory, its ancestors and the running executable's ancestors that has it.
+pub fn discover_setup_tools_bin() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    let roots = cwd.iter().chain(exe.iter()).flat_map(|p| p.ancestors());
+    roots.map(|d| d.join(SETUP_TOOLS_BIN)).find(|p| p.is_file())
+}
+
+/// The config dir of one working directory below `root`: the absolute path with every
+/// character outside `[A-Za-z0-9]` replaced by `-` (the scheme the CLI uses for its own
+/// project dirs), keeping the last 120 characters so deep paths stay a valid file name.
+pub fn config_dir_for(root: &Path, workdir: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_path_buf());
+    let key: String = abs
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let skip = key.chars().count().saturating_sub(120);
+    root.join(key.chars().skip(skip).collect::<String>())
+}
+
+/// Whether `name` is a portable environment variable name.
+pub fn check_env_name(name: &str) -> Result<(), ConfigError> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidEnvName(name.to_owned()))
+    }
+}
+
+/// Whether `name` matches one of `patterns` (exact, or a prefix ending in `*`).
+pub fn env_pattern_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
+}
+
+/// Durations written as (possibly fractional) seconds in configuration.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deserializes_a_kubectl_transport_and_defaults_the_rest() {
+        let cfg: ClaudeCodeConfig = serde_json::from_value(serde_json::json!({
+            "permission_mode": "acceptEdits",
+            "availability_timeout": 2.5,
+            "transport": {"kind": "kubectl", "kubectl_bin": "/x/kubectl", "pod": "p1", "namespace": "ns"},
+            "env": {"ANTHROPIC_API_KEY": "k"}
+        }))
+        .unwrap();
+        assert_eq!(cfg.permission_mode, PermissionMode::AcceptEdits);
+        assert_eq!(cfg.availability_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.kill_grace, Duration::from_secs(3));
+        assert!(cfg.isolate_config);
+        assert_eq!(
+            cfg.transport,
+            TransportConfig::Kubectl(KubectlConfig {
+                kubectl_bin: "/x/kubectl".into(),
+                pod: "p1".into(),
+                namespace: Some("ns".into()),
+                container: None,
+            })
+        );
+        assert!(!format!("{cfg:?}").contains("\"k\""));
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_env_names_and_empty_pods() {
+        let mut cfg = ClaudeCodeConfig::default();
+        cfg.env.insert("BAD-NAME".into(), SecretString::new("v"));
+        assert_eq!(cfg.validate().unwrap_err().code(), "invalid_env_name");
+        let cfg = ClaudeCodeConfig {
+            transport: TransportConfig::Kubectl(KubectlConfig {
+                kubectl_bin: "k".into(),
+                pod: " ".into(),
+                namespace: None,
+                container: None,
+            }),
+            ..ClaudeCodeConfig::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::MissingPod));
+    }
+
+    #[test]
+    fn env_patterns_match_exact_names_and_prefixes() {
+        let p: Vec<String> = vec!["PATH".into(), "ANTHROPIC_*".into()];
+        assert!(env_pattern_matches(&p, "PATH"));
+        assert!(env_pattern_matches(&p, "ANTHROPIC_BASE_URL"));
+        assert!(!env_pattern_matches(&p, "PATHX"));
+        assert!(!env_pattern_matches(&p, "RDEV_MASTER_KEY"));
+    }
+
+    #[test]
+    fn config_dirs_are_distinct_per_workdir_and_bounded() {
+        let root = Path::new("/r");
+        let a = config_dir_for(root, Path::new("/nonexistent/a"));
+        let b = config_dir_for(root, Path::new("/nonexistent/b"));
+        assert_ne!(a, b);
+        assert_eq!(a, Path::new("/r/-nonexistent-a"));
+        let deep = "/d".repeat(200);
+        let c = config_dir_for(root, Path::new(&deep));
+        assert_eq!(c.file_name().unwrap().len(), 120);
+    }
+}
