@@ -12,6 +12,7 @@ pub struct ServerArgs {
     /// rdev server URL.
     #[arg(
         long,
+        global = true,
         env = "RDEV_SERVER",
         default_value = "http://127.0.0.1:8080",
         value_name = "URL"
@@ -48,6 +49,36 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        self.call_with(method, path, body, None).await
+    }
+
+    /// Opens a streaming GET (server-sent events); errors as for [`ApiClient::call`].
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).header("accept", "text/event-stream");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("could not reach the rdev server at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(api_error(status, &text, &Method::GET, path))
+    }
+
+    /// [`ApiClient::call`] with an optional `Idempotency-Key`.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
@@ -55,6 +86,9 @@ impl ApiClient {
         }
         if let Some(body) = body {
             req = req.json(body);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("idempotency-key", key);
         }
         let resp = req
             .send()

@@ -4,12 +4,14 @@
 
 mod agent_cmd;
 mod bench;
+mod build_cmd;
 mod client;
 mod migrate;
 mod project_cmd;
 mod secret_cmd;
 mod serve;
 mod template_cmd;
+mod worker;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -30,6 +32,12 @@ struct Cli {
 enum Command {
     /// Run the HTTP API and the workers (SQLite at ./rdev.db unless configured otherwise).
     Serve(serve::ServeArgs),
+    /// Run workers only (extra nodes sharing one PostgreSQL).
+    Worker(worker::WorkerArgs),
+    /// Queue a build on a running server: `rdev build PROJECT --prompt ... [--follow]`.
+    Build(build_cmd::BuildArgs),
+    /// Tasks on a running server: `rdev task list|show|logs|cancel`.
+    Task(build_cmd::TaskArgs),
     /// Bring the database schema up to date.
     Migrate(migrate::MigrateArgs),
     /// Projects on a running server: `rdev project create|list|show|rm`.
@@ -53,6 +61,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(cli.config.as_deref(), args).await,
+            Command::Worker(args) => worker::run(cli.config.as_deref(), args).await,
+            Command::Build(args) => build_cmd::build(args).await,
+            Command::Task(args) => build_cmd::task(args).await,
             Command::Migrate(args) => migrate::run(cli.config.as_deref(), args).await,
             Command::Project(args) => project_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -124,7 +124,7 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Escapes a name for use as one URL path segment (the server validates it).
-fn path_segment(s: &str) -> String {
+pub fn path_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

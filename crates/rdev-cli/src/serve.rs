@@ -37,7 +37,8 @@ pub async fn run(config_file: Option<&Path>, args: ServeArgs) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     tokio::select! {

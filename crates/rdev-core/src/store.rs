@@ -175,6 +175,8 @@ pub trait TaskStore: Send + Sync {
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<WorkTask>, StoreError>;
     /// The attempts of a task, oldest first.
     async fn attempts(&self, id: TaskId) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// How many tasks are in each status (statuses with none are left out).
+    async fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError>;
     /// Appends an event and returns its per-task sequence number.
     async fn append_event(
         &self,

@@ -18,6 +18,7 @@ use crate::{
     cancels::TaskCancels,
     config::Config,
     git::GitWorkspaces,
+    metrics::Metrics,
     secrets::SecretService,
     templates::TemplateRegistry,
     woodpecker::WoodpeckerClient,
@@ -27,7 +28,8 @@ use crate::{
 /// A built, not yet running, rdev server.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    /// `None` for a worker-only node (`rdev worker`).
+    listener: Option<TcpListener>,
     state: AppState,
     woodpecker: Option<Woodpecker>,
     shutdown: CancellationToken,
@@ -67,6 +69,16 @@ impl Application {
     /// Connects the database, runs migrations, loads templates and the master key, sets up
     /// the agents and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_node(config, true).await
+    }
+
+    /// The same without the HTTP API: a node that only runs workers and delivers callbacks
+    /// (`rdev worker`, for extra nodes sharing one PostgreSQL).
+    pub async fn build_worker(config: Config) -> anyhow::Result<Self> {
+        Self::build_node(config, false).await
+    }
+
+    async fn build_node(config: Config, serve_api: bool) -> anyhow::Result<Self> {
         let db = Db::connect(&config.database_url).await.with_context(|| {
             format!(
                 "could not open database {}",
@@ -102,9 +114,15 @@ impl Application {
             }),
             None => None,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("could not listen on {}", config.listen))?;
+        let listener = if serve_api {
+            Some(
+                TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("could not listen on {}", config.listen))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             state: AppState {
@@ -114,6 +132,7 @@ impl Application {
                 git: GitWorkspaces::new(config.data_dir.join("git")),
                 registry: Arc::new(registry),
                 cancels: TaskCancels::default(),
+                metrics: Metrics::default(),
                 config: Arc::new(config),
                 secrets: Arc::new(secrets),
             },
@@ -128,8 +147,13 @@ impl Application {
     }
 
     /// The address the API listens on.
+    ///
+    /// # Panics
+    /// On a worker-only node, which has no listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .as_ref()
+            .expect("a worker-only node has no listener")
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -149,6 +173,7 @@ impl Application {
             git: s.git.clone(),
             secrets: Arc::clone(&s.secrets),
             cancels: s.cancels.clone(),
+            metrics: s.metrics.clone(),
             woodpecker: self.woodpecker.clone(),
             config: Arc::clone(&s.config),
         }
@@ -176,17 +201,23 @@ impl Application {
             state.config.dispatch(),
         );
         let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
-        let app = api::router(state);
-        let stop = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stop.cancelled().await;
+        if let Some(listener) = listener {
+            let app = api::router(state);
+            let stop = shutdown.clone();
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                tracing::info!("shutdown signal received; draining");
+            });
+            let server = tokio::spawn(async move { server.await });
+            shutdown.cancelled().await;
+            match tokio::time::timeout(grace, server).await {
+                Ok(joined) => joined.context("server task panicked")??,
+                Err(_) => tracing::warn!(?grace, "requests still running after the grace period"),
+            }
+        } else {
+            drop(state);
+            shutdown.cancelled().await;
             tracing::info!("shutdown signal received; draining");
-        });
-        let server = tokio::spawn(async move { server.await });
-        shutdown.cancelled().await;
-        match tokio::time::timeout(grace, server).await {
-            Ok(joined) => joined.context("server task panicked")??,
-            Err(_) => tracing::warn!(?grace, "requests still running after the grace period"),
         }
         let _ = workers.await;
         let _ = dispatch.await;

@@ -197,7 +197,13 @@ impl GitWorkspaces {
         env: &GitEnv,
     ) -> Result<Workspace, GitError> {
         let mirror = self.refresh_mirror(project, repo_url, env).await?;
-        let dir = self.root.join("work").join(format!("{project}-{task}"));
+        // A fresh directory per attempt: an agent orphaned by a crashed worker can never
+        // write into the checkout of the attempt that replaced it.
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self
+            .root
+            .join("work")
+            .join(format!("{project}-{task}-{}", &unique[..8]));
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(dir.parent().expect("has parent"))
             .await

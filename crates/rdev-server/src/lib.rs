@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod cancels;
 pub mod config;
 pub mod git;
+pub mod metrics;
 pub mod projects;
 pub mod secrets;
 pub mod telemetry;

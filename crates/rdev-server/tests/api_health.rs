@@ -75,3 +75,46 @@ async fn shutdown_token_stops_the_server_cleanly() {
         "listener is closed"
     );
 }
+
+#[tokio::test]
+async fn agents_lists_the_registered_providers_default_first() {
+    let app = spawn_app().await;
+    let body: Value = reqwest::get(format!("{}/agents", app.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agents = body["agents"].as_array().unwrap();
+    assert_eq!(agents[0]["provider"], "claude-code");
+    assert_eq!(agents[0]["default"], true);
+    assert_eq!(agents[0]["capabilities"]["resume"], true);
+}
+
+#[tokio::test]
+async fn metrics_report_the_queue_in_prometheus_text() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    c.post(format!("{}/projects", app.address))
+        .json(&serde_json::json!({"name": "site", "repo_url": "/x.git"}))
+        .send()
+        .await
+        .unwrap();
+    let r = c
+        .post(format!("{}/project/site/build", app.address))
+        .json(&serde_json::json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("rdev_tasks{status=\"queued\"} 1"), "{text}");
+    assert!(text.contains("rdev_tasks{status=\"running\"} 0"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+}

@@ -242,6 +242,20 @@ async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
     assert!(events.contains("event: tool_use"), "{events}");
     assert!(events.contains("event: end"));
     assert!(!w.model.requests().is_empty());
+    let metrics = reqwest::get(format!("{}/metrics", w.app.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rdev_build_duration_seconds_count{status=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rdev_tasks{status=\"completed\"} 1"),
+        "{metrics}"
+    );
     assert!(
         w.woodpecker.requests().iter().all(|r| r.authorized),
         "every CI call carried the token"

@@ -257,6 +257,21 @@ impl TaskStore for SqlStore {
         Ok(rows.into_iter().map(AttemptRecord::from).collect())
     }
 
+    async fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let sql = "SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status";
+        let rows: Vec<(String, i64)> = on_pool!(&self.inner.db, pool => {
+            sqlx::query_as(sql).fetch_all(pool).await.map_err(db_err)?
+        });
+        rows.into_iter()
+            .map(|(s, n)| {
+                let status = s
+                    .parse::<TaskStatus>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     async fn append_event(
         &self,
         id: TaskId,

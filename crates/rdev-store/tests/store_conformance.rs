@@ -19,7 +19,23 @@ conformance!(
     projects_round_trip_and_report_conflicts_and_missing_names,
     outbox_rows_are_claimed_held_and_marked,
     migrations_are_idempotent_and_create_the_credential_tables,
+    status_counts_reflect_the_queue,
 );
+
+async fn status_counts_reflect_the_queue(t: TestDb) {
+    assert!(t.store.status_counts().await.unwrap().is_empty());
+    for name in ["a", "b", "c"] {
+        t.store.create(task(name)).await.unwrap();
+    }
+    t.store
+        .claim("w", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let counts = t.store.status_counts().await.unwrap();
+    assert!(counts.contains(&(TaskStatus::Queued, 2)), "{counts:?}");
+    assert!(counts.contains(&(TaskStatus::Running, 1)), "{counts:?}");
+    assert_eq!(counts.len(), 2);
+}
 
 async fn tasks_read_back_and_list_newest_first_with_filters(t: TestDb) {
     let a = t.store.create(task("a")).await.unwrap().task;

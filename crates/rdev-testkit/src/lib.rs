@@ -5,6 +5,7 @@
 pub mod callback;
 pub mod clis;
 pub mod model;
+pub mod pg;
 pub mod woodpecker;
 
 pub use callback::{CallbackReceiver, ReceivedCallback};

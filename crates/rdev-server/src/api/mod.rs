@@ -2,10 +2,12 @@
 //! JSON fallbacks so that even unknown routes answer `{"error":{"code","message"}}`.
 //! Handlers stay thin: parse, call a service, map the result.
 
+mod agents;
 mod auth;
 mod builds;
 mod error;
 mod health;
+mod metrics;
 mod projects;
 mod secrets;
 mod tasks;
@@ -25,8 +27,8 @@ use tower_http::trace::TraceLayer;
 
 pub use self::error::ApiError;
 use crate::{
-    cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
-    templates::TemplateRegistry,
+    cancels::TaskCancels, config::Config, git::GitWorkspaces, metrics::Metrics,
+    secrets::SecretService, templates::TemplateRegistry,
 };
 
 /// Largest request body accepted (a prompt at the limit plus JSON overhead).
@@ -50,6 +52,8 @@ pub struct AppState {
     pub registry: Arc<ProviderRegistry>,
     /// Cancellation of tasks running on this node.
     pub cancels: TaskCancels,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     pub config: Arc<Config>,
     /// The credential store (SPEC 5).
     pub secrets: Arc<SecretService>,
@@ -77,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(builds::router())
         .merge(tasks::router())
         .merge(templates::router())
+        .merge(agents::router())
+        .merge(metrics::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -31,6 +31,7 @@ pub struct WorkerDeps {
     pub git: GitWorkspaces,
     pub secrets: Arc<SecretService>,
     pub cancels: TaskCancels,
+    pub metrics: crate::metrics::Metrics,
     pub woodpecker: Option<Woodpecker>,
     pub config: Arc<Config>,
 }

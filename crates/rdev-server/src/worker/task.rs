@@ -55,6 +55,18 @@ pub async fn run(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
     };
     let _enter = span.enter();
     let store = &deps.store;
+    let seconds = started.elapsed().as_secs_f64();
+    let (label, provider, cost) = match &outcome {
+        BuildOutcome::Completed(r) => (
+            "completed",
+            r["agent"]["provider"].as_str().map(str::to_owned),
+            r["cost_usd"].as_f64(),
+        ),
+        BuildOutcome::Failed { .. } => ("failed", None, None),
+        BuildOutcome::Stopped => ("stopped", None, None),
+    };
+    deps.metrics
+        .build_finished(label, seconds, provider.as_deref(), cost);
     let written = match outcome {
         BuildOutcome::Completed(mut result) => {
             result["duration_ms"] = json!(started.elapsed().as_millis() as u64);
