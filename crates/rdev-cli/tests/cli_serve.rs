@@ -2,57 +2,19 @@
 //! the CLI, and stops cleanly on SIGTERM; errors are one line with a non-zero exit.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-const RDEV: &str = env!("CARGO_BIN_EXE_rdev");
+mod common;
 
-struct Server {
-    child: Child,
-    url: String,
-}
+use common::{serve as serve_in, Server, RDEV};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `rdev serve` on a free port in `dir` and waits for its "listening" log line.
 fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(RDEV)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir)
-        .env("RDEV_LOG_FORMAT", "json")
-        .env_remove("RDEV_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("rdev starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "rdev listening" {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("rdev serve logs its address");
-    Server {
-        child,
-        url: format!("http://{addr}"),
-    }
+    serve_in(dir, None)
 }
 
 fn rdev(server: &Server, args: &[&str]) -> (bool, String, String) {

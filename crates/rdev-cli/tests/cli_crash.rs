@@ -1,0 +1,162 @@
+//! Crash safety with real processes: `kill -9` the rdev process while its agent runs; a new
+//! rdev on the same PostgreSQL retries the task after the lease expires, and the work is
+//! pushed exactly once and reported by exactly one callback.
+
+mod common;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use common::serve;
+use rdev_testkit::{claude_bin, pg::PgDatabase, CallbackReceiver, ScriptedModel};
+use serde_json::{json, Value};
+
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git").args(args).output().expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn write_config(dir: &Path, db: &str, model: &str) -> std::path::PathBuf {
+    let path = dir.join("rdev.toml");
+    let toml = format!(
+        r#"database_url = "{db}"
+data_dir = "{data}"
+worker_concurrency = 1
+worker_lease_secs = 3
+allow_private_callbacks = true
+shutdown_grace_secs = 2
+
+[agents]
+enabled = ["claude-code"]
+
+[agents.claude_code]
+bin = "{bin}"
+config_root = "{state}"
+
+[agents.claude_code.env]
+ANTHROPIC_BASE_URL = "{model}"
+ANTHROPIC_API_KEY = "test-key-not-real"
+CLAUDE_CODE_MAX_RETRIES = "0"
+"#,
+        data = dir.join("data").display(),
+        bin = claude_bin().display(),
+        state = dir.join("claude-state").display(),
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = PgDatabase::create().await;
+    let model = ScriptedModel::start().await.unwrap();
+    let receiver = CallbackReceiver::start().await.unwrap();
+    let remote = dir.path().join("site.git").to_string_lossy().into_owned();
+    git(&["init", "--bare", "--quiet", "-b", "main", &remote]);
+    let config = write_config(dir.path(), &db.url, &model.base_url());
+
+    let first = serve(dir.path(), Some(&config));
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/projects", first.url))
+        .json(&json!({"name": "site", "repo_url": remote}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let prompt =
+        "@@write one.txt\nfirst\n@@end\n@@sleep 2000\n@@bash echo second > two.txt\n@@reply done";
+    let r = c
+        .post(format!("{}/project/site/build", first.url))
+        .json(&json!({"prompt": prompt, "auto_deploy": true, "callback_url": receiver.url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Kill -9 as soon as the agent is mid-run (the model served its first step).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !model.requests().iter().any(|r| r.step == Some(0)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = first.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    drop(first);
+    assert!(
+        Command::new("git")
+            .args([
+                "--git-dir",
+                &remote,
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "main"
+            ])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "nothing was pushed by the killed process"
+    );
+
+    // A fresh process on the same database takes the task over once its lease expires.
+    let second = serve(dir.path(), Some(&config));
+    let got = receiver
+        .wait_for_accepted(1, Duration::from_secs(150))
+        .await;
+    let task: Value = c
+        .get(format!("{}/tasks/{id}", second.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "callback delivered: {task}");
+    assert_eq!(got[0].json()["status"], "completed", "{task}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.accepted().len(), 1, "exactly one callback");
+
+    let with_trailer = git(&[
+        "--git-dir",
+        &remote,
+        "log",
+        "main",
+        "--format=%H",
+        &format!("--grep=^Rdev-Task: {id}$"),
+    ]);
+    assert_eq!(with_trailer.lines().count(), 1, "pushed exactly once");
+    assert_eq!(
+        git(&["--git-dir", &remote, "show", "main:one.txt"]),
+        "first"
+    );
+    assert_eq!(
+        git(&["--git-dir", &remote, "show", "main:two.txt"]),
+        "second"
+    );
+    assert_eq!(
+        got[0].json()["result"]["artifacts"]["commit_sha"],
+        with_trailer.trim()
+    );
+    let attempts = task["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "the task ran again: {task}");
+    assert_ne!(attempts[0]["outcome"], "completed", "{task}");
+    assert_eq!(task["status"], "completed");
+}

@@ -1,0 +1,63 @@
+//! Starting the real `rdev` binary as a child process and finding its address.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const RDEV: &str = env!("CARGO_BIN_EXE_rdev");
+
+/// A running `rdev serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rdev serve --listen 127.0.0.1:0 [--config FILE]` in `dir` and waits for its
+/// "rdev listening" log line.
+pub fn serve(dir: &Path, config: Option<&Path>) -> Server {
+    let mut cmd = Command::new(RDEV);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
+        .current_dir(dir)
+        .env("RDEV_LOG_FORMAT", "json")
+        .env_remove("RDEV_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rdev starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "rdev listening" {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("rdev serve logs its address");
+    Server {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
