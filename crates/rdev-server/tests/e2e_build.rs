@@ -79,6 +79,43 @@ fn forge_hook(remote: String, wp: Arc<FakeWoodpecker>, stop: CancellationToken) 
 }
 
 async fn world(pg: bool) -> World {
+    world_with(pg, false).await
+}
+
+/// Writes an OpenCode config that sends every model call to `model`, and returns the
+/// adapter configuration for a supervised, offline `opencode serve`.
+fn opencode_config(model: &ScriptedModel, root: &Path) -> rdev_agents::opencode::OpenCodeConfig {
+    let file = root.join("opencode.json");
+    let config = json!({
+        "model": "anthropic/claude-sonnet-4-5",
+        "small_model": "anthropic/claude-haiku-4-5",
+        "autoupdate": false,
+        "share": "disabled",
+        "provider": {"anthropic": {"options": {"baseURL": format!("{}/v1", model.base_url()), "apiKey": "test-key"}}},
+        "permission": {"edit": "allow", "bash": "allow"}
+    });
+    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let mut oc = rdev_agents::opencode::OpenCodeConfig {
+        bin: Some(rdev_testkit::opencode_bin()),
+        availability_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    oc.server.state_dir = Some(root.join("opencode-state"));
+    oc.server.config_file = Some(file);
+    for (k, v) in [
+        ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+        ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
+        ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+        // Keeps its background plugin install off the network (see docs/opencode.md).
+        ("npm_config_registry", "http://127.0.0.1:9/"),
+        ("npm_config_offline", "true"),
+    ] {
+        oc.server.env.insert(k.to_owned(), SecretString::new(v));
+    }
+    oc
+}
+
+async fn world_with(pg: bool, opencode: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("site.git").to_string_lossy().into_owned();
     git(&["init", "--bare", "--quiet", "-b", "main", &remote]);
@@ -93,6 +130,7 @@ async fn world(pg: bool) -> World {
     };
     let (base, wp_url) = (model.base_url(), woodpecker.url());
     let state = dir.path().join("claude-state");
+    let oc = opencode.then(|| opencode_config(&model, dir.path()));
     let app = spawn_app_configured(url, move |c| {
         c.worker_concurrency = 1;
         c.allow_private_callbacks = true;
@@ -103,6 +141,10 @@ async fn world(pg: bool) -> World {
             pipeline_timeout_secs: 60,
             poll_ms: 50,
         });
+        if let Some(oc) = oc {
+            c.agents.enabled = vec!["claude-code".into(), "opencode".into()];
+            c.agents.opencode = oc;
+        }
         let cc = &mut c.agents.claude_code;
         cc.bin = Some(claude_bin());
         cc.config_root = Some(state);
@@ -327,4 +369,46 @@ async fn cancel_mid_run_kills_the_agent_and_pushes_nothing() {
         "a cancelled build pushes nothing"
     );
     assert!(!Path::new(&w.remote).join("refs/heads/main").exists());
+}
+
+#[tokio::test]
+async fn deployed_build_with_opencode() {
+    let w = world_with(false, true).await;
+    let secret = create_project(&w).await;
+    let prompt = "@@write from-opencode.txt\nwritten by opencode\n@@end\n@@reply ok";
+    let id = build(
+        &w,
+        json!({"prompt": prompt, "provider": "opencode", "auto_deploy": true,
+        "callback_url": w.receiver.url()}),
+    )
+    .await;
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(240))
+        .await;
+    assert_eq!(
+        got.len(),
+        1,
+        "callback delivered; task: {}",
+        task(&w, &id).await
+    );
+    let cb = &got[0];
+    verify(
+        &secret,
+        cb.webhook_id.as_deref().unwrap(),
+        cb.webhook_timestamp.as_deref().unwrap(),
+        cb.webhook_signature.as_deref().unwrap(),
+        &cb.body,
+        chrono::Utc::now().timestamp(),
+    )
+    .unwrap();
+    let body = cb.json();
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["result"]["agent"]["provider"], "opencode");
+    let head = remote_head(&w.remote).expect("pushed");
+    assert_eq!(body["result"]["artifacts"]["commit_sha"], head.as_str());
+    assert_eq!(
+        git(&["--git-dir", &w.remote, "show", "main:from-opencode.txt"]),
+        "written by opencode"
+    );
 }
