@@ -133,6 +133,7 @@ impl Application {
                 registry: Arc::new(registry),
                 cancels: TaskCancels::default(),
                 metrics: Metrics::default(),
+                outbox_wakeup: Arc::default(),
                 config: Arc::new(config),
                 secrets: Arc::new(secrets),
             },
@@ -158,6 +159,11 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The agents this node runs; more can be registered before `run_until_stopped`.
+    pub fn registry(&self) -> Arc<ProviderRegistry> {
+        Arc::clone(&self.state.registry)
+    }
+
     /// Cancelling this token stops the server gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -174,6 +180,7 @@ impl Application {
             secrets: Arc::clone(&s.secrets),
             cancels: s.cancels.clone(),
             metrics: s.metrics.clone(),
+            outbox_wakeup: Arc::clone(&s.outbox_wakeup),
             woodpecker: self.woodpecker.clone(),
             config: Arc::clone(&s.config),
         }
@@ -199,7 +206,8 @@ impl Application {
             Arc::clone(&state.store),
             state.secrets.clone(),
             state.config.dispatch(),
-        );
+        )
+        .with_wakeup(Arc::clone(&state.outbox_wakeup));
         let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
         if let Some(listener) = listener {
             let app = api::router(state);

@@ -54,6 +54,8 @@ pub struct AppState {
     pub cancels: TaskCancels,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Notified when a task on this node finished, so its callback leaves at once.
+    pub outbox_wakeup: Arc<tokio::sync::Notify>,
     pub config: Arc<Config>,
     /// The credential store (SPEC 5).
     pub secrets: Arc<SecretService>,

@@ -116,6 +116,7 @@ async fn cancel(
     // The worker running it (if on this node) stops at once; on other nodes it notices the
     // lost lease at its next heartbeat.
     state.cancels.cancel(id);
+    state.outbox_wakeup.notify_one();
     tracing::info!(task_id = %id, "task cancelled");
     Ok(Json(task_json(&task)))
 }

@@ -90,6 +90,7 @@ pub struct Dispatcher {
     keys: Arc<dyn SigningKeys>,
     http: reqwest::Client,
     config: DispatchConfig,
+    wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// How one attempt went.
@@ -115,7 +116,16 @@ impl Dispatcher {
             keys,
             http,
             config,
+            wakeup: Arc::default(),
         }
+    }
+
+    /// Also wake up when `wakeup` is notified (a task finished on this node), so a
+    /// callback leaves at once instead of at the next poll. Other nodes' rows are found by
+    /// polling.
+    pub fn with_wakeup(mut self, wakeup: Arc<tokio::sync::Notify>) -> Self {
+        self.wakeup = wakeup;
+        self
     }
 
     /// Runs until `shutdown` is cancelled.
@@ -136,6 +146,7 @@ impl Dispatcher {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(self.config.idle_poll) => continue,
+                    _ = self.wakeup.notified() => continue,
                 }
             }
             let mut set = JoinSet::new();

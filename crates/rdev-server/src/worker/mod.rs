@@ -32,6 +32,8 @@ pub struct WorkerDeps {
     pub secrets: Arc<SecretService>,
     pub cancels: TaskCancels,
     pub metrics: crate::metrics::Metrics,
+    /// Notified after a task's end is written (its callback row may be due).
+    pub outbox_wakeup: Arc<tokio::sync::Notify>,
     pub woodpecker: Option<Woodpecker>,
     pub config: Arc<Config>,
 }

@@ -81,6 +81,7 @@ pub async fn run(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
         }
         BuildOutcome::Stopped => Ok("stopped"),
     };
+    deps.outbox_wakeup.notify_one();
     match written {
         Ok(state) => tracing::info!(
             state,
