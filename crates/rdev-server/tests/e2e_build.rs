@@ -274,7 +274,15 @@ async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
     let t = task(&w, &id).await;
     assert_eq!(t["status"], "completed");
     assert_eq!(t["result"]["agent"]["pipeline"]["status"], "success");
-    assert!(t["callbacks"][0]["delivered_at"].is_string());
+    // The receiver answered before the dispatcher recorded the delivery: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !task(&w, &id).await["callbacks"][0]["delivered_at"].is_string() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
         .await
         .unwrap()
@@ -411,4 +419,79 @@ async fn deployed_build_with_opencode() {
         git(&["--git-dir", &w.remote, "show", "main:from-opencode.txt"]),
         "written by opencode"
     );
+}
+
+/// Secrets injected into a build never come back out: not in stored events, not in the
+/// callback, not in any process's arguments while the agent runs.
+#[tokio::test]
+async fn injected_secret_is_redacted_from_events_callback_and_argv() {
+    const SECRET: &str = "s3cr3t-Deploy-Value-8842";
+    let w = world(false).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/projects", w.app.address))
+        .json(&json!({"name": "site", "repo_url": w.remote,
+            "secrets": {"env": [["DEPLOY_TOKEN", "DEPLOY_TOKEN"]]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(format!(
+            "{}/secrets/project:site/DEPLOY_TOKEN",
+            w.app.address
+        ))
+        .json(&json!({"value": SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // The agent prints the variable, dumps its environment, and its final answer quotes the
+    // value (as a careless agent might).
+    let prompt = format!(
+        "@@bash echo token=$DEPLOY_TOKEN; env | grep DEPLOY_TOKEN; sleep 2\n@@reply the token is {SECRET}"
+    );
+    let id = build(
+        &w,
+        json!({"prompt": prompt, "callback_url": w.receiver.url()}),
+    )
+    .await;
+
+    // While the agent runs, no process shows the value in its arguments.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut saw_running = false;
+    while tokio::time::Instant::now() < deadline && w.receiver.accepted().is_empty() {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(!ps.contains(SECRET), "the secret is visible in ps");
+        saw_running |= ps.contains("sleep 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_running, "ps was sampled while the agent's command ran");
+
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(120))
+        .await;
+    assert_eq!(got.len(), 1, "{}", task(&w, &id).await);
+    let body = String::from_utf8_lossy(&got[0].body).into_owned();
+    assert!(!body.contains(SECRET), "callback leaks: {body}");
+    assert!(body.contains("[redacted]"), "{body}");
+    assert_eq!(got[0].json()["status"], "completed");
+
+    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        events.contains("token=[redacted]"),
+        "the tool output was stored, redacted: {events}"
+    );
+    assert!(!events.contains(SECRET), "events leak the secret");
+    // The stored result is redacted too (the prompt is the client's own input and stays).
+    let t = task(&w, &id).await;
+    assert_eq!(t["result"]["output"], "the token is [redacted]", "{t}");
 }

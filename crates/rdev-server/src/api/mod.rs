@@ -8,6 +8,7 @@ mod builds;
 mod error;
 mod health;
 mod metrics;
+pub mod openapi;
 mod projects;
 mod secrets;
 mod tasks;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(templates::router())
         .merge(agents::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
