@@ -5,32 +5,7 @@
 
 use rdev_store::{Backend, Db};
 
-/// The admin URL of the test PostgreSQL, or a panic that says how to get one.
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: the PostgreSQL tests need an admin URL, e.g. \
-             DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (scripts/test sets it)"
-        )
-    })
-}
-
-/// `admin` with its database name replaced by `name`.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host}/{name}?{q}"),
-        None => format!("{host}/{name}"),
-    }
-}
+pub use rdev_testkit::pg::{admin_url, with_database};
 
 /// A migrated database that is removed with this value.
 pub struct TestDb {

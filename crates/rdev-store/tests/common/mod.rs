@@ -10,32 +10,7 @@ use chrono::Utc;
 use rdev_core::{BuildSpec, ManualClock, NewTask, ProjectName, RetryPolicy};
 use rdev_store::{Backend, Db, SqlStore, StoreConfig};
 
-/// The admin URL of the test server, or a panic that says how to get one.
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: the PostgreSQL tests need an admin URL, e.g. \
-             DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres (scripts/test sets it)"
-        )
-    })
-}
-
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{name}?{q}"),
-        None => format!("{host_part}/{name}"),
-    }
-}
+pub use rdev_testkit::pg::{admin_url, with_database};
 
 /// A migrated database that disappears with this value.
 pub struct TestDb {
