@@ -495,3 +495,50 @@ async fn injected_secret_is_redacted_from_events_callback_and_argv() {
     let t = task(&w, &id).await;
     assert_eq!(t["result"]["output"], "the token is [redacted]", "{t}");
 }
+
+#[tokio::test]
+async fn callback_receiver_down_then_up_gets_the_result_once() {
+    let w = world(false).await;
+    create_project(&w).await;
+    w.receiver.fail_with(503);
+    let id = build(
+        &w,
+        json!({"prompt": "@@reply all good", "callback_url": w.receiver.url()}),
+    )
+    .await;
+    // At least two refused deliveries while the receiver is down, visible on the task.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while w.receiver.received().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retry: {}",
+            task(&w, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = task(&w, &id).await;
+    assert!(t["callbacks"][0]["attempts"].as_u64().unwrap() >= 1, "{t}");
+    assert!(
+        t["callbacks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{t}"
+    );
+    w.receiver.recover();
+    let got = w
+        .receiver
+        .wait_for_accepted(1, Duration::from_secs(120))
+        .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["task_id"], id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.receiver.accepted().len(), 1, "delivered exactly once");
+    let ids: std::collections::BTreeSet<_> = w
+        .receiver
+        .received()
+        .into_iter()
+        .map(|c| c.webhook_id)
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry carried the same webhook-id");
+}
