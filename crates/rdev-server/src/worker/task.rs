@@ -41,19 +41,23 @@ pub enum BuildOutcome {
     Stopped,
 }
 
-/// Runs the task of `lease` and records its end.
+/// Runs the task of `lease` and records its end, inside a span naming the task.
 pub async fn run(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "task",
+        task_id = %lease.task.id,
+        project = %lease.task.project,
+        attempt = lease.task.attempt
+    );
+    run_and_record(deps, lease, stop).instrument(span).await;
+}
+
+async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
     let key = lease.key();
     let task = lease.task;
-    let span = tracing::info_span!("task", task_id = %task.id, project = %task.project, attempt = task.attempt);
     let started = std::time::Instant::now();
-    let outcome = {
-        use tracing::Instrument;
-        build(deps, &task, key, &stop)
-            .instrument(span.clone())
-            .await
-    };
-    let _enter = span.enter();
+    let outcome = build(deps, &task, key, &stop).await;
     let store = &deps.store;
     let seconds = started.elapsed().as_secs_f64();
     let (label, provider, cost) = match &outcome {
