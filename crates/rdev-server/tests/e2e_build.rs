@@ -381,7 +381,7 @@ async fn cancel_mid_run_kills_the_agent_and_pushes_nothing() {
 
 #[tokio::test]
 async fn deployed_build_with_opencode() {
-    let w = world_with(false, true).await;
+    let mut w = world_with(false, true).await;
     let secret = create_project(&w).await;
     let prompt = "@@write from-opencode.txt\nwritten by opencode\n@@end\n@@reply ok";
     let id = build(
@@ -419,6 +419,24 @@ async fn deployed_build_with_opencode() {
         git(&["--git-dir", &w.remote, "show", "main:from-opencode.txt"]),
         "written by opencode"
     );
+
+    // The supervised `opencode serve` is stopped with rdev: no process that carries this
+    // test's directory in its environment survives a graceful shutdown.
+    let marker = w._dir.path().to_string_lossy().into_owned();
+    w.app.shutdown.cancel();
+    let _ = (&mut w.app.handle).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = processes_with_env_mentioning(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running after shutdown: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Secrets injected into a build never come back out: not in stored events, not in the
@@ -541,4 +559,30 @@ async fn callback_receiver_down_then_up_gets_the_result_once() {
         .map(|c| c.webhook_id)
         .collect();
     assert_eq!(ids.len(), 1, "every retry carried the same webhook-id");
+}
+
+/// Pids of live (non-zombie) processes whose environment mentions `needle`.
+fn processes_with_env_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if String::from_utf8_lossy(&env).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
 }
