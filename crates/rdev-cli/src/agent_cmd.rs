@@ -14,16 +14,8 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use figment::{
-    providers::{Env, Format, Toml},
-    Figment,
-};
-use rdev_agents::{
-    claude_code::{ClaudeCodeAgent, ClaudeCodeConfig},
-    opencode::{OpenCodeAgent, OpenCodeConfig},
-};
+use rdev_agents::{claude_code::ClaudeCodeAgent, opencode::OpenCodeAgent};
 use rdev_core::{AgentEvent, AgentProvider, AgentRequest, AgentStatus, CodeAgent, RequestLimits};
-use serde::de::DeserializeOwned;
 
 /// `rdev agent ...`
 #[derive(Debug, Args)]
@@ -74,47 +66,16 @@ pub async fn run(config_file: Option<&Path>, args: AgentArgs) -> anyhow::Result<
     }
 }
 
-/// Reads the `[agents.<section>]` table of rdev's configuration (file, then `RDEV_*`
-/// environment), or the section's defaults when it is absent.
-fn agent_section<T: DeserializeOwned + Default>(
-    config_file: Option<&Path>,
-    section: &str,
-) -> anyhow::Result<T> {
-    let explicit = config_file
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("RDEV_CONFIG").map(PathBuf::from));
-    if let Some(path) = &explicit {
-        if !path.exists() {
-            bail!("config file {} does not exist", path.display());
-        }
-    }
-    let path = explicit.unwrap_or_else(|| PathBuf::from("rdev.toml"));
-    let figment = Figment::new()
-        .merge(Toml::file(&path))
-        .merge(Env::prefixed("RDEV_").split("__"));
-    let key = format!("agents.{section}");
-    if figment.find_value(&key).is_err() {
-        return Ok(T::default());
-    }
-    figment
-        .extract_inner(&key)
-        .with_context(|| format!("invalid configuration in [{key}]"))
-}
-
 /// The adapter for `provider`. Adding a provider is one match arm.
 pub fn build_agent(
     config_file: Option<&Path>,
     provider: &str,
 ) -> anyhow::Result<Arc<dyn CodeAgent>> {
+    // The same configuration `rdev serve` reads ([agents.claude_code], [agents.opencode]).
+    let agents = rdev_server::Config::load(config_file)?.agents;
     match provider {
-        AgentProvider::CLAUDE_CODE => {
-            let config: ClaudeCodeConfig = agent_section(config_file, "claude_code")?;
-            Ok(Arc::new(ClaudeCodeAgent::new(config)?))
-        }
-        AgentProvider::OPENCODE => {
-            let config: OpenCodeConfig = agent_section(config_file, "opencode")?;
-            Ok(Arc::new(OpenCodeAgent::new(config)?))
-        }
+        AgentProvider::CLAUDE_CODE => Ok(Arc::new(ClaudeCodeAgent::new(agents.claude_code)?)),
+        AgentProvider::OPENCODE => Ok(Arc::new(OpenCodeAgent::new(agents.opencode)?)),
         other => bail!(
             "unknown provider {other:?} (known: {}, {})",
             AgentProvider::CLAUDE_CODE,
