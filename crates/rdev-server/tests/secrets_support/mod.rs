@@ -5,7 +5,7 @@
 
 use rdev_store::{Backend, Db};
 
-pub use rdev_testkit::pg::{admin_url, with_database};
+use rdev_testkit::pg::PgDatabase;
 
 /// A migrated database that is removed with this value.
 pub struct TestDb {
@@ -13,31 +13,20 @@ pub struct TestDb {
     pub url: String,
     pub db: Db,
     pub dir: tempfile::TempDir,
-    pg_name: Option<String>,
+    _pg: Option<PgDatabase>,
 }
 
 impl TestDb {
     /// A fresh database on `backend`.
     pub async fn fresh(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (url, pg_name) = match backend {
-            Backend::Postgres => {
-                let admin = admin_url();
-                let name = format!("rdev_test_{}", uuid::Uuid::new_v4().simple());
-                let db = Db::connect(&admin).await.expect("connect to DATABASE_URL");
-                if let Db::Postgres(p) = &db {
-                    sqlx::query(&format!("CREATE DATABASE {name}"))
-                        .execute(p)
-                        .await
-                        .expect("create test database");
-                }
-                db.close().await;
-                (with_database(&admin, &name), Some(name))
-            }
-            Backend::Sqlite => (
-                format!("sqlite:{}", dir.path().join("rdev.db").display()),
-                None,
-            ),
+        let pg = match backend {
+            Backend::Postgres => Some(PgDatabase::create().await),
+            Backend::Sqlite => None,
+        };
+        let url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite:{}", dir.path().join("rdev.db").display()),
         };
         let db = Db::connect(&url)
             .await
@@ -48,33 +37,8 @@ impl TestDb {
             url,
             db,
             dir,
-            pg_name,
+            _pg: pg,
         }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        let admin = admin_url();
-        // Drop runs outside async context: use a private runtime on a plain thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(Db::Postgres(p)) = Db::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&p)
-                        .await;
-                    p.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 
