@@ -101,13 +101,7 @@ impl CodeAgent for ClaudeCodeAgent {
         request: AgentRequest,
         events: EventSink,
     ) -> Result<AgentResult, AgentError> {
-        // Size and maximum-timeout limits are the caller's configuration; the adapter only
-        // refuses what it cannot run at all (a blank prompt, a sub-second timeout).
-        let limits = RequestLimits {
-            max_timeout: Duration::MAX,
-            max_prompt_bytes: usize::MAX,
-        };
-        request.validate(&limits)?;
+        request.validate(&RequestLimits::UNBOUNDED)?;
         let Some(active) = self.runs.register(request.run_id) else {
             let result = cancelled_before_start(request.session_id.clone());
             let _ = events.send(AgentEvent::Completed(result.clone())).await;

@@ -208,13 +208,7 @@ impl CodeAgent for OpenCodeAgent {
         request: AgentRequest,
         events: EventSink,
     ) -> Result<AgentResult, AgentError> {
-        // Size and maximum-timeout limits are the caller's configuration; the adapter only
-        // refuses what it cannot run at all.
-        let limits = RequestLimits {
-            max_timeout: Duration::MAX,
-            max_prompt_bytes: usize::MAX,
-        };
-        request.validate(&limits)?;
+        request.validate(&RequestLimits::UNBOUNDED)?;
         if !request.env.is_empty() {
             // One server runs every session, so a per-run environment cannot reach the
             // agent's tools; refusing is better than silently running without it.

@@ -61,6 +61,14 @@ impl RequestLimits {
     /// Default maximum prompt size: 256 KiB, far above a hand-written brief and small
     /// enough that a pasted log or binary is refused before it reaches a model.
     pub const DEFAULT_MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+    /// No size or maximum-timeout limit: only what no agent can run (a blank prompt, a
+    /// sub-second timeout) is refused. Adapters use it; the configured limits are the
+    /// caller's to enforce.
+    pub const UNBOUNDED: Self = Self {
+        max_timeout: Duration::MAX,
+        max_prompt_bytes: usize::MAX,
+    };
 }
 
 impl Default for RequestLimits {
