@@ -129,7 +129,8 @@ impl Application {
                 db,
                 store: Arc::new(store),
                 templates: Arc::new(templates),
-                git: GitWorkspaces::new(config.data_dir.join("git")),
+                git: GitWorkspaces::new(config.data_dir.join("git"))
+                    .with_spare_limit(config.git_spare_checkouts),
                 registry: Arc::new(registry),
                 cancels: TaskCancels::default(),
                 metrics: Metrics::default(),

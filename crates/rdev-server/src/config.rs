@@ -53,6 +53,9 @@ pub struct Config {
     /// Where new bare repositories are created for projects given no `repo_url`
     /// (default `<data_dir>/repos`).
     pub git_root: Option<PathBuf>,
+    /// Spare checkouts kept ready across all projects (0: none; every task then fetches
+    /// and clones on its critical path). See docs/decisions.md, "Git workspaces".
+    pub git_spare_checkouts: usize,
     /// Author and committer of rdev's commits.
     pub commit_author_name: String,
     pub commit_author_email: String,
@@ -140,6 +143,7 @@ impl Default for Config {
             max_prompt_bytes: RequestLimits::DEFAULT_MAX_PROMPT_BYTES,
             template_dirs: Vec::new(),
             git_root: None,
+            git_spare_checkouts: crate::git::DEFAULT_SPARE_CHECKOUTS,
             commit_author_name: "rdev".to_owned(),
             commit_author_email: "rdev@localhost".to_owned(),
             worker_concurrency: 2,

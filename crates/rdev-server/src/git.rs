@@ -1,6 +1,7 @@
 //! Git workspaces for builds: one warm bare mirror per project (`git clone --mirror` once,
-//! `git fetch` per task) and a cheap per-task checkout that shares the mirror's objects
-//! (`git clone --shared`). Also committing with the `Rdev-Task` trailer, finding a task's
+//! `git fetch` when the remote moved) and a cheap per-task checkout that shares the
+//! mirror's objects (`git clone --shared`), made ahead of time as a spare keyed by commit
+//! (see [`GitWorkspaces`]). Also committing with the `Rdev-Task` trailer, finding a task's
 //! commit on the remote, and pushing. Credentials reach git only through the environment
 //! (`GIT_CONFIG_COUNT` / `http.extraHeader`), never argv or `.git/config`. This module runs
 //! the `git` binary; it knows nothing about tasks beyond their id.
@@ -106,6 +107,42 @@ async fn git(dir: Option<&Path>, args: &[&str], env: &GitEnv) -> Result<String, 
     String::from_utf8(out.stdout).map_err(|e| GitError::Parse(e.to_string()))
 }
 
+/// The commit the remote's `branch` points at, or `None` when it has no such branch.
+async fn remote_head(
+    repo_url: &str,
+    branch: &str,
+    env: &GitEnv,
+) -> Result<Option<String>, GitError> {
+    let want = format!("refs/heads/{branch}");
+    let out = git(None, &["ls-remote", "--quiet", repo_url, &want], env).await?;
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(_, name)| *name == want)
+        .map(|(sha, _)| sha.to_owned()))
+}
+
+/// The commit the mirror's `branch` points at, if it has the branch.
+async fn mirror_head(mirror: &Path, branch: &str) -> Option<String> {
+    let name = format!("refs/heads/{branch}");
+    git(
+        Some(mirror),
+        &["rev-parse", "--verify", "--quiet", &name],
+        &GitEnv::default(),
+    )
+    .await
+    .ok()
+    .map(|out| out.trim().to_owned())
+    .filter(|sha| !sha.is_empty())
+}
+
+/// A short file-name-safe key for a branch name.
+fn branch_key(branch: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(branch.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A per-task checkout.
 #[derive(Debug)]
 pub struct Workspace {
@@ -116,26 +153,62 @@ pub struct Workspace {
     branch: String,
     repo_url: String,
     env: GitEnv,
+    project: ProjectName,
+    owner: GitWorkspaces,
 }
 
-/// Mirrors and workspaces under one root directory.
+/// Spare checkouts kept across all projects unless configured otherwise
+/// (`git_spare_checkouts`).
+pub const DEFAULT_SPARE_CHECKOUTS: usize = 32;
+
+/// Mirrors, spare checkouts and workspaces under one root directory.
+///
+/// After each checkout a *spare* is prepared in the background: a `git clone --shared` of
+/// the mirror at the branch head, named by the commit it holds. The next task on that
+/// branch asks the remote for its head (`git ls-remote`, one round trip) and, when a spare
+/// for exactly that commit exists, renames it into place; otherwise it fetches into the
+/// mirror and clones as before. A push starts a background fetch and refill so the next
+/// task finds a spare for the commit it just pushed. Every task still gets its own shared
+/// clone; the spare only moves the clone off the task's critical path.
 #[derive(Debug, Clone)]
 pub struct GitWorkspaces {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    spare_limit: usize,
+    background: tokio_util::task::TaskTracker,
 }
 
 impl GitWorkspaces {
-    /// Keeps mirrors in `root/mirrors` and checkouts in `root/work`.
+    /// Keeps mirrors in `root/mirrors`, spares in `root/spares` and checkouts in
+    /// `root/work`, with up to [`DEFAULT_SPARE_CHECKOUTS`] spares.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             locks: Arc::default(),
+            spare_limit: DEFAULT_SPARE_CHECKOUTS,
+            background: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Keeps at most `limit` spare checkouts (the least recently made go first); 0 turns
+    /// spares off, so every task fetches and clones on its own critical path.
+    pub fn with_spare_limit(mut self, limit: usize) -> Self {
+        self.spare_limit = limit;
+        self
     }
 
     fn mirror_dir(&self, project: &ProjectName) -> PathBuf {
         self.root.join("mirrors").join(format!("{project}.git"))
+    }
+
+    fn spares_dir(&self, project: &ProjectName) -> PathBuf {
+        self.root.join("spares").join(project.as_str())
+    }
+
+    /// `<hash of branch>.<sha>`: branch names may hold `/` and be long, commit ids are hex.
+    fn spare_path(&self, project: &ProjectName, branch: &str, sha: &str) -> PathBuf {
+        self.spares_dir(project)
+            .join(format!("{}.{sha}", branch_key(branch)))
     }
 
     fn lock(&self, project: &ProjectName) -> Arc<tokio::sync::Mutex<()>> {
@@ -143,19 +216,26 @@ impl GitWorkspaces {
         Arc::clone(locks.entry(project.to_string()).or_default())
     }
 
-    /// Brings the project's mirror up to date, creating it on first use.
-    pub async fn refresh_mirror(
+    /// Waits until the background mirror refreshes and spare refills started so far have
+    /// finished (tests and benchmarks use it to observe a settled state).
+    pub async fn settled(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
+    }
+
+    /// Brings the project's mirror up to date, creating it on first use. The caller holds
+    /// the project's lock.
+    async fn sync_mirror(
         &self,
+        mirror: &Path,
         project: &ProjectName,
         repo_url: &str,
         env: &GitEnv,
-    ) -> Result<PathBuf, GitError> {
-        let lock = self.lock(project);
-        let _guard = lock.lock().await;
-        let mirror = self.mirror_dir(project);
+    ) -> Result<(), GitError> {
         if mirror.join("HEAD").exists() {
             git(
-                Some(&mirror),
+                Some(mirror),
                 &[
                     "fetch",
                     "--prune",
@@ -180,10 +260,24 @@ impl GitWorkspaces {
                 env,
             )
             .await?;
-            tokio::fs::rename(&tmp, &mirror)
+            tokio::fs::rename(&tmp, mirror)
                 .await
                 .map_err(|e| GitError::Spawn(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// Brings the project's mirror up to date, creating it on first use.
+    pub async fn refresh_mirror(
+        &self,
+        project: &ProjectName,
+        repo_url: &str,
+        env: &GitEnv,
+    ) -> Result<PathBuf, GitError> {
+        let lock = self.lock(project);
+        let _guard = lock.lock().await;
+        let mirror = self.mirror_dir(project);
+        self.sync_mirror(&mirror, project, repo_url, env).await?;
         Ok(mirror)
     }
 
@@ -196,7 +290,8 @@ impl GitWorkspaces {
         task: TaskId,
         env: &GitEnv,
     ) -> Result<Workspace, GitError> {
-        let mirror = self.refresh_mirror(project, repo_url, env).await?;
+        let guard = self.lock(project).lock_owned().await;
+        let mirror = self.mirror_dir(project);
         // A fresh directory per attempt: an agent orphaned by a crashed worker can never
         // write into the checkout of the attempt that replaced it.
         let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -208,37 +303,47 @@ impl GitWorkspaces {
         tokio::fs::create_dir_all(dir.parent().expect("has parent"))
             .await
             .map_err(|e| GitError::Spawn(e.to_string()))?;
-        let mirror_s = mirror.to_string_lossy().into_owned();
-        let dir_s = dir.to_string_lossy().into_owned();
-        let has_branch = git(
-            Some(&mirror),
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("refs/heads/{branch}"),
-            ],
-            env,
-        )
-        .await
-        .is_ok();
-        if has_branch {
-            git(
-                None,
-                &[
-                    "clone", "--shared", "--quiet", "--branch", branch, &mirror_s, &dir_s,
-                ],
-                env,
-            )
-            .await?;
+
+        let mut checked_out = false;
+        let has_branch = if self.spare_limit > 0 && mirror.join("HEAD").exists() {
+            let head = remote_head(repo_url, branch, env).await?;
+            if let Some(sha) = &head {
+                checked_out = tokio::fs::rename(self.spare_path(project, branch, sha), &dir)
+                    .await
+                    .is_ok();
+            }
+            if !checked_out {
+                self.sync_mirror(&mirror, project, repo_url, env).await?;
+            }
+            head.is_some()
         } else {
-            git(None, &["init", "--quiet", &dir_s], env).await?;
-            git(
-                Some(&dir),
-                &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
-                env,
-            )
-            .await?;
+            self.sync_mirror(&mirror, project, repo_url, env).await?;
+            mirror_head(&mirror, branch).await.is_some()
+        };
+        if !checked_out {
+            let mirror_s = mirror.to_string_lossy().into_owned();
+            let dir_s = dir.to_string_lossy().into_owned();
+            if has_branch {
+                git(
+                    None,
+                    &[
+                        "clone", "--shared", "--quiet", "--branch", branch, &mirror_s, &dir_s,
+                    ],
+                    env,
+                )
+                .await?;
+            } else {
+                git(None, &["init", "--quiet", &dir_s], env).await?;
+                git(
+                    Some(&dir),
+                    &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+                    env,
+                )
+                .await?;
+            }
+        }
+        if has_branch {
+            self.refill_in_background(guard, project, branch);
         }
         Ok(Workspace {
             dir,
@@ -246,7 +351,149 @@ impl GitWorkspaces {
             branch: branch.to_owned(),
             repo_url: repo_url.to_owned(),
             env: env.clone(),
+            project: project.clone(),
+            owner: self.clone(),
         })
+    }
+
+    /// Makes a spare for the mirror's head of `branch` in a background task that holds
+    /// the project's lock (`guard`) until it is done.
+    fn refill_in_background(
+        &self,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        project: &ProjectName,
+        branch: &str,
+    ) {
+        if self.spare_limit == 0 {
+            return;
+        }
+        let (this, project, branch) = (self.clone(), project.clone(), branch.to_owned());
+        self.background.spawn(async move {
+            let _guard = guard;
+            if let Err(e) = this.refill(&project, &branch).await {
+                tracing::warn!(project = %project, error = %e, "could not prepare a spare checkout");
+            }
+        });
+    }
+
+    /// After a push: fetch the new head into the mirror and make its spare, in the
+    /// background, so the project's next task starts from a ready checkout.
+    fn rewarm_in_background(
+        &self,
+        project: &ProjectName,
+        repo_url: &str,
+        branch: &str,
+        env: &GitEnv,
+    ) {
+        if self.spare_limit == 0 {
+            return;
+        }
+        let this = self.clone();
+        let (project, repo_url, branch, env) = (
+            project.clone(),
+            repo_url.to_owned(),
+            branch.to_owned(),
+            env.clone(),
+        );
+        self.background.spawn(async move {
+            let _guard = this.lock(&project).lock_owned().await;
+            let mirror = this.mirror_dir(&project);
+            let result = match this.sync_mirror(&mirror, &project, &repo_url, &env).await {
+                Ok(()) => this.refill(&project, &branch).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(project = %project, error = %e, "could not refresh the mirror after a push");
+            }
+        });
+    }
+
+    /// Makes the spare for the mirror's head of `branch` unless it exists; drops spares of
+    /// older heads and unfinished ones. The caller holds the project's lock.
+    async fn refill(&self, project: &ProjectName, branch: &str) -> Result<(), GitError> {
+        let io = |e: std::io::Error| GitError::Spawn(e.to_string());
+        let mirror = self.mirror_dir(project);
+        let Some(sha) = mirror_head(&mirror, branch).await else {
+            return Ok(());
+        };
+        let target = self.spare_path(project, branch, &sha);
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let spares = self.spares_dir(project);
+        tokio::fs::create_dir_all(&spares).await.map_err(io)?;
+        let stale = format!("{}.", branch_key(branch));
+        let mut entries = tokio::fs::read_dir(&spares).await.map_err(io)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&stale) || name.starts_with(".tmp-") {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            }
+        }
+        let tmp = spares.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let (mirror_s, tmp_s) = (
+            mirror.to_string_lossy().into_owned(),
+            tmp.to_string_lossy().into_owned(),
+        );
+        git(
+            None,
+            &[
+                "clone", "--shared", "--quiet", "--branch", branch, &mirror_s, &tmp_s,
+            ],
+            &GitEnv::default(),
+        )
+        .await?;
+        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        self.trim_spares().await;
+        Ok(())
+    }
+
+    /// Removes the oldest spares beyond the limit.
+    async fn trim_spares(&self) {
+        let mut all = Vec::new();
+        let Ok(mut projects) = tokio::fs::read_dir(self.root.join("spares")).await else {
+            return;
+        };
+        while let Ok(Some(project)) = projects.next_entry().await {
+            let Ok(mut spares) = tokio::fs::read_dir(project.path()).await else {
+                continue;
+            };
+            while let Ok(Some(spare)) = spares.next_entry().await {
+                if spare.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let made = spare
+                    .metadata()
+                    .await
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                all.push((made, spare.path()));
+            }
+        }
+        if all.len() > self.spare_limit {
+            all.sort();
+            for (_, path) in &all[..all.len() - self.spare_limit] {
+                // Renamed first so a task taking this spare at the same moment either gets
+                // it whole or not at all; never a half-deleted checkout.
+                let trash = path.with_file_name(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+                if tokio::fs::rename(path, &trash).await.is_ok() {
+                    let _ = tokio::fs::remove_dir_all(&trash).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes the project's mirror and spare checkouts (the project was deleted).
+    pub async fn forget(&self, project: &ProjectName) {
+        let _guard = self.lock(project).lock_owned().await;
+        for dir in [self.mirror_dir(project), self.spares_dir(project)] {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove");
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Creates a bare repository `root/<project>.git` on `branch` if it does not exist;
@@ -380,6 +627,8 @@ impl Workspace {
             &self.env,
         )
         .await?;
+        self.owner
+            .rewarm_in_background(&self.project, &self.repo_url, &self.branch, &self.env);
         Ok(())
     }
 }
@@ -512,6 +761,156 @@ mod tests {
             ws.find_task_commit_on_remote(task).await.unwrap(),
             Some(sha)
         );
+    }
+
+    /// Names of the finished spares of `project`.
+    fn spares(root: &Path, project: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join("spares").join(project))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn rev(dir: &Path, what: &str) -> String {
+        git(Some(dir), &["rev-parse", what], &GitEnv::default())
+            .await
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn spare_checkout_is_used_only_when_it_holds_the_remote_head() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = bare_repo(tmp.path(), true).await;
+        let root = tmp.path().join("git");
+        let ws_root = GitWorkspaces::new(&root);
+        let project = ProjectName::parse("site").unwrap();
+        let env = GitEnv::default();
+        let first = ws_root
+            .prepare(&project, &remote, "main", TaskId::new(), &env)
+            .await
+            .unwrap();
+        ws_root.settled().await;
+        let head = rev(Path::new(&remote), "refs/heads/main").await;
+        assert_eq!(
+            spares(&root, "site"),
+            vec![format!("{}.{head}", branch_key("main"))]
+        );
+
+        // The next task takes the spare: the right commit, a clean tree, its own directory.
+        let second = ws_root
+            .prepare(&project, &remote, "main", TaskId::new(), &env)
+            .await
+            .unwrap();
+        assert_eq!(rev(&second.dir, "HEAD").await, head);
+        assert!(!second.has_changes().await.unwrap());
+        assert!(second.dir.join("README.md").exists());
+        assert_ne!(first.dir, second.dir);
+
+        // Someone else pushes: the spare for the old head must not be handed out.
+        ws_root.settled().await;
+        std::fs::write(first.dir.join("other.txt"), "from elsewhere").unwrap();
+        let author = Author::default();
+        let outside = first
+            .commit_all("Outside change", None, &author)
+            .await
+            .unwrap()
+            .unwrap();
+        git(
+            Some(&first.dir),
+            &["push", "--quiet", &remote, "HEAD:refs/heads/main"],
+            &env,
+        )
+        .await
+        .unwrap();
+        let third = ws_root
+            .prepare(&project, &remote, "main", TaskId::new(), &env)
+            .await
+            .unwrap();
+        assert_eq!(rev(&third.dir, "HEAD").await, outside);
+        assert!(third.dir.join("other.txt").exists());
+        ws_root.settled().await;
+        assert_eq!(
+            spares(&root, "site"),
+            vec![format!("{}.{outside}", branch_key("main"))],
+            "the stale spare is dropped and one for the new head made"
+        );
+
+        // rdev's own push refreshes the mirror and makes the spare for the pushed commit.
+        std::fs::write(third.dir.join("page.html"), "<p>new</p>").unwrap();
+        let task = TaskId::new();
+        let pushed = third
+            .commit_all("Page", Some(task), &author)
+            .await
+            .unwrap()
+            .unwrap();
+        third.push().await.unwrap();
+        ws_root.settled().await;
+        assert_eq!(
+            spares(&root, "site"),
+            vec![format!("{}.{pushed}", branch_key("main"))]
+        );
+        let fourth = ws_root
+            .prepare(&project, &remote, "main", task, &env)
+            .await
+            .unwrap();
+        assert_eq!(rev(&fourth.dir, "HEAD").await, pushed);
+        assert_eq!(
+            fourth.find_task_commit_on_remote(task).await.unwrap(),
+            Some(pushed)
+        );
+        for ws in [first, second, third, fourth] {
+            ws_root.remove(ws).await;
+        }
+        ws_root.settled().await;
+        ws_root.forget(&project).await;
+        assert!(!root.join("mirrors").join("site.git").exists());
+        assert!(!root.join("spares").join("site").exists());
+    }
+
+    #[tokio::test]
+    async fn spares_are_capped_and_can_be_turned_off() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = bare_repo(tmp.path(), true).await;
+        let env = GitEnv::default();
+
+        let root = tmp.path().join("capped");
+        let capped = GitWorkspaces::new(&root).with_spare_limit(1);
+        for name in ["one", "two"] {
+            let project = ProjectName::parse(name).unwrap();
+            let ws = capped
+                .prepare(&project, &remote, "main", TaskId::new(), &env)
+                .await
+                .unwrap();
+            capped.settled().await;
+            capped.remove(ws).await;
+        }
+        assert!(
+            spares(&root, "one").is_empty(),
+            "the older spare is removed"
+        );
+        assert_eq!(spares(&root, "two").len(), 1);
+
+        let root = tmp.path().join("off");
+        let off = GitWorkspaces::new(&root).with_spare_limit(0);
+        let project = ProjectName::parse("three").unwrap();
+        for _ in 0..2 {
+            let ws = off
+                .prepare(&project, &remote, "main", TaskId::new(), &env)
+                .await
+                .unwrap();
+            off.settled().await;
+            assert!(ws.dir.join("README.md").exists());
+            off.remove(ws).await;
+        }
+        assert!(!root.join("spares").exists());
     }
 
     #[tokio::test]

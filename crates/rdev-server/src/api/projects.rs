@@ -299,6 +299,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
     state.store.delete_project(&name).await?;
+    state.git.forget(&name).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
