@@ -136,6 +136,18 @@ async fn mirror_head(mirror: &Path, branch: &str) -> Option<String> {
     .filter(|sha| !sha.is_empty())
 }
 
+/// How old an unfinished spare clone must be before a refill treats it as abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// Deletes a spare. It is renamed away first, so a task taking it at the same moment gets
+/// it whole or not at all, never half-deleted.
+async fn discard(spare: &Path) {
+    let trash = spare.with_file_name(format!(".trash-{}", uuid::Uuid::new_v4().simple()));
+    if tokio::fs::rename(spare, &trash).await.is_ok() {
+        let _ = tokio::fs::remove_dir_all(&trash).await;
+    }
+}
+
 /// A short file-name-safe key for a branch name.
 fn branch_key(branch: &str) -> String {
     use sha2::Digest;
@@ -426,8 +438,20 @@ impl GitWorkspaces {
         let mut entries = tokio::fs::read_dir(&spares).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&stale) || name.starts_with(".tmp-") {
+            let abandoned = match name.strip_prefix(".tmp-") {
+                // An unfinished clone: a crashed refill's if it is old, else a live one of
+                // another process sharing this directory.
+                Some(_) => entry
+                    .metadata()
+                    .await
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > ABANDONED_AFTER),
+                None => name.starts_with(".trash-"),
+            };
+            if abandoned {
                 let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            } else if name.starts_with(&stale) {
+                discard(&entry.path()).await;
             }
         }
         let tmp = spares.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
@@ -459,7 +483,7 @@ impl GitWorkspaces {
                 continue;
             };
             while let Ok(Some(spare)) = spares.next_entry().await {
-                if spare.file_name().to_string_lossy().starts_with(".tmp-") {
+                if spare.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
                 let made = spare
@@ -473,12 +497,7 @@ impl GitWorkspaces {
         if all.len() > self.spare_limit {
             all.sort();
             for (_, path) in &all[..all.len() - self.spare_limit] {
-                // Renamed first so a task taking this spare at the same moment either gets
-                // it whole or not at all; never a half-deleted checkout.
-                let trash = path.with_file_name(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-                if tokio::fs::rename(path, &trash).await.is_ok() {
-                    let _ = tokio::fs::remove_dir_all(&trash).await;
-                }
+                discard(path).await;
             }
         }
     }
@@ -769,7 +788,7 @@ mod tests {
             .map(|entries| {
                 entries
                     .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with(".tmp-"))
+                    .filter(|n| !n.starts_with('.'))
                     .collect()
             })
             .unwrap_or_default();
@@ -911,6 +930,41 @@ mod tests {
             off.remove(ws).await;
         }
         assert!(!root.join("spares").exists());
+    }
+
+    #[tokio::test]
+    async fn refill_removes_abandoned_clones_but_not_live_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = bare_repo(tmp.path(), true).await;
+        let root = tmp.path().join("git");
+        let ws_root = GitWorkspaces::new(&root);
+        let project = ProjectName::parse("site").unwrap();
+        let spares_dir = root.join("spares").join("site");
+        std::fs::create_dir_all(&spares_dir).unwrap();
+        for name in [".tmp-crashed", ".tmp-live", ".trash-half-deleted"] {
+            std::fs::create_dir(spares_dir.join(name)).unwrap();
+            std::fs::write(spares_dir.join(name).join("f"), "x").unwrap();
+        }
+        let status = std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(spares_dir.join(".tmp-crashed"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ws = ws_root
+            .prepare(&project, &remote, "main", TaskId::new(), &GitEnv::default())
+            .await
+            .unwrap();
+        ws_root.settled().await;
+        let mut left: Vec<String> = std::fs::read_dir(&spares_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(left[0], ".tmp-live");
+        assert!(left[1].starts_with(&branch_key("main")), "{left:?}");
+        ws_root.remove(ws).await;
     }
 
     #[tokio::test]
