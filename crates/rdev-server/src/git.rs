@@ -240,14 +240,14 @@ impl GitWorkspaces {
     /// the project's lock.
     async fn sync_mirror(
         &self,
-        mirror: &Path,
         project: &ProjectName,
         repo_url: &str,
         env: &GitEnv,
     ) -> Result<(), GitError> {
+        let mirror = self.mirror_dir(project);
         if mirror.join("HEAD").exists() {
             git(
-                Some(mirror),
+                Some(&mirror),
                 &[
                     "fetch",
                     "--prune",
@@ -272,25 +272,11 @@ impl GitWorkspaces {
                 env,
             )
             .await?;
-            tokio::fs::rename(&tmp, mirror)
+            tokio::fs::rename(&tmp, &mirror)
                 .await
                 .map_err(|e| GitError::Spawn(e.to_string()))?;
         }
         Ok(())
-    }
-
-    /// Brings the project's mirror up to date, creating it on first use.
-    pub async fn refresh_mirror(
-        &self,
-        project: &ProjectName,
-        repo_url: &str,
-        env: &GitEnv,
-    ) -> Result<PathBuf, GitError> {
-        let lock = self.lock(project);
-        let _guard = lock.lock().await;
-        let mirror = self.mirror_dir(project);
-        self.sync_mirror(&mirror, project, repo_url, env).await?;
-        Ok(mirror)
     }
 
     /// A fresh checkout of `branch` for `task`, sharing objects with the warm mirror.
@@ -311,7 +297,6 @@ impl GitWorkspaces {
             .root
             .join("work")
             .join(format!("{project}-{task}-{}", &unique[..8]));
-        let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(dir.parent().expect("has parent"))
             .await
             .map_err(|e| GitError::Spawn(e.to_string()))?;
@@ -325,11 +310,11 @@ impl GitWorkspaces {
                     .is_ok();
             }
             if !checked_out {
-                self.sync_mirror(&mirror, project, repo_url, env).await?;
+                self.sync_mirror(project, repo_url, env).await?;
             }
             head.is_some()
         } else {
-            self.sync_mirror(&mirror, project, repo_url, env).await?;
+            self.sync_mirror(project, repo_url, env).await?;
             mirror_head(&mirror, branch).await.is_some()
         };
         if !checked_out {
@@ -409,11 +394,11 @@ impl GitWorkspaces {
         );
         self.background.spawn(async move {
             let _guard = this.lock(&project).lock_owned().await;
-            let mirror = this.mirror_dir(&project);
-            let result = match this.sync_mirror(&mirror, &project, &repo_url, &env).await {
-                Ok(()) => this.refill(&project, &branch).await,
-                Err(e) => Err(e),
-            };
+            let result = async {
+                this.sync_mirror(&project, &repo_url, &env).await?;
+                this.refill(&project, &branch).await
+            }
+            .await;
             if let Err(e) = result {
                 tracing::warn!(project = %project, error = %e, "could not refresh the mirror after a push");
             }
