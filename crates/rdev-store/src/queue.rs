@@ -48,7 +48,6 @@ struct Sql {
     claim_pg: String,
     claim_sqlite: String,
     record_attempts: String,
-    heartbeat: String,
     complete: String,
     finish_attempt: String,
     insert_outbox: String,
@@ -86,10 +85,6 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
         record_attempts: format!(
             "INSERT INTO task_attempts (task_id, attempt, worker, lease_token, started_at, outcome) \
              SELECT id, attempt, $2, $1, $3, '{running}' FROM tasks WHERE lease_token = $1"
-        ),
-        heartbeat: format!(
-            "UPDATE tasks SET lease_expires_at = $4, updated_at = $3 WHERE {}",
-            guard(1, 2, 3)
         ),
         complete: format!(
             "UPDATE tasks SET status = '{}', result = $4, finished_at = $3, updated_at = $3, \
@@ -142,6 +137,24 @@ fn lock_suffix(store: &SqlStore, skip_locked: bool) -> &'static str {
         (true, false) => " FOR UPDATE",
         (false, _) => "",
     }
+}
+
+/// Leases extended by one heartbeat statement (two bind parameters each).
+const HEARTBEAT_CHUNK: usize = 500;
+
+/// Extends the held leases among `n` `(id, token)` pairs bound from `$3` on, with `$1` now
+/// and `$2` the new expiry; returns the ids it extended.
+fn heartbeat_sql(n: usize) -> String {
+    let pairs: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${})", 3 + 2 * i, 4 + 2 * i))
+        .collect();
+    format!(
+        "UPDATE tasks SET lease_expires_at = $2, updated_at = $1 \
+         WHERE status = '{}' AND lease_expires_at > $1 AND (id, lease_token) IN (VALUES {}) \
+         RETURNING id",
+        Running.as_str(),
+        pairs.join(", ")
+    )
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -320,24 +333,26 @@ impl WorkQueue for SqlStore {
         let now = self.now();
         let until = now + chrono_dur(lease_for);
         let mut lost_ids = Vec::new();
-        on_pool!(&self.inner.db, pool => {
-            let mut tx = pool.begin_write().await.map_err(db_err)?;
-            for l in leases {
-                let n = sqlx::query(&SQL.heartbeat)
-                    .bind(l.task_id.0)
-                    .bind(l.token.0)
+        // One statement per chunk of leases (the row-value IN works on both backends), so
+        // a worker holding k leases pays one round trip, not k.
+        for chunk in leases.chunks(HEARTBEAT_CHUNK) {
+            let sql = heartbeat_sql(chunk.len());
+            let kept: Vec<Uuid> = on_pool!(&self.inner.db, pool => {
+                let mut q = sqlx::query_scalar(&sql)
                     .bind(Ts::from(now))
-                    .bind(Ts::from(until))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-                if n == 0 {
-                    lost_ids.push(l.task_id);
+                    .bind(Ts::from(until));
+                for l in chunk {
+                    q = q.bind(l.task_id.0).bind(l.token.0);
                 }
-            }
-            tx.commit().await.map_err(db_err)?;
-        });
+                q.fetch_all(pool).await.map_err(db_err)?
+            });
+            lost_ids.extend(
+                chunk
+                    .iter()
+                    .map(|l| l.task_id)
+                    .filter(|id| !kept.contains(&id.0)),
+            );
+        }
         Ok(HeartbeatOutcome {
             extended_until: until,
             lost: lost_ids,

@@ -8,8 +8,8 @@ use std::{collections::HashSet, time::Duration};
 
 use common::{task, task_with_callback, TestDb};
 use rdev_core::{
-    callback_payload, ErrorCode, FailOutcome, LeaseKey, OutboxStore, StoreError, TaskId,
-    TaskStatus, TaskStore, Wake, WorkQueue,
+    callback_payload, ErrorCode, FailOutcome, LeaseKey, LeaseToken, OutboxStore, StoreError,
+    TaskId, TaskStatus, TaskStore, Wake, WorkQueue,
 };
 use rdev_store::Backend;
 
@@ -26,6 +26,7 @@ conformance!(
     cancel_of_a_running_task_revokes_its_lease,
     claim_follows_priority_then_run_at_and_skips_delayed_tasks,
     heartbeat_extends_held_leases_and_reports_lost_ones,
+    heartbeat_of_held_and_lost_leases_together_reports_only_the_lost,
     reaper_requeues_expired_leases_and_kills_exhausted_tasks,
     completion_writes_result_and_callback_row_together,
     batched_completion_reports_lost_leases,
@@ -352,6 +353,35 @@ async fn heartbeat_extends_held_leases_and_reports_lost_ones(t: TestDb) {
             .len(),
         2
     );
+}
+
+async fn heartbeat_of_held_and_lost_leases_together_reports_only_the_lost(t: TestDb) {
+    t.store
+        .create_many(vec![task("a"), task("b"), task("c")])
+        .await
+        .unwrap();
+    let leases = t
+        .store
+        .claim("w", 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut keys: Vec<LeaseKey> = leases.iter().map(|l| l.key()).collect();
+    t.store.cancel(keys[1].task_id).await.unwrap();
+    // A key with the right task but a wrong token is lost too.
+    keys[2].token = LeaseToken(uuid::Uuid::new_v4());
+    t.clock.advance(Duration::from_secs(8));
+    let hb = t
+        .store
+        .heartbeat(&keys, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(hb.lost, vec![keys[1].task_id, keys[2].task_id]);
+    // The held one was extended: it can still complete after its first lease ran out.
+    t.clock.advance(Duration::from_secs(8));
+    t.store
+        .complete(&keys[0], serde_json::json!({}))
+        .await
+        .unwrap();
 }
 
 async fn reaper_requeues_expired_leases_and_kills_exhausted_tasks(t: TestDb) {
