@@ -80,6 +80,18 @@ impl std::fmt::Debug for GitEnv {
 
 /// Runs git with a clean, non-interactive environment.
 async fn git(dir: Option<&Path>, args: &[&str], env: &GitEnv) -> Result<String, GitError> {
+    git_with_input(dir, args, env, None).await
+}
+
+/// [`git`] with `input` on its standard input (e.g. a commit message: argv is limited to
+/// 128 KiB per argument and visible to every user in `ps`).
+async fn git_with_input(
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &GitEnv,
+    input: Option<&[u8]>,
+) -> Result<String, GitError> {
+    use tokio::io::AsyncWriteExt;
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.current_dir(dir);
@@ -89,12 +101,30 @@ async fn git(dir: Option<&Path>, args: &[&str], env: &GitEnv) -> Result<String, 
         .env("GIT_ASKPASS", "/bin/false")
         .env("LC_ALL", "C")
         .envs(env.0.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
+    let run = async {
+        let mut child = cmd.spawn().map_err(|e| GitError::Spawn(e.to_string()))?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input)
+                .await
+                .map_err(|e| GitError::Spawn(e.to_string()))?;
+        }
+        child
+            .wait_with_output()
+            .await
+            .map_err(|e| GitError::Spawn(e.to_string()))
+    };
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
         .await
-        .map_err(|_| GitError::Timeout(Duration::from_secs(600), args.join(" ")))?
-        .map_err(|e| GitError::Spawn(e.to_string()))?;
+        .map_err(|_| GitError::Timeout(Duration::from_secs(600), args.join(" ")))??;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let snippet: String = stderr.trim().chars().take(STDERR_SNIPPET).collect();
@@ -569,10 +599,11 @@ impl Workspace {
         ] {
             env.0.push((k.to_owned(), v.clone()));
         }
-        git(
+        git_with_input(
             Some(&self.dir),
-            &["commit", "--quiet", "--no-verify", "-m", &full],
+            &["commit", "--quiet", "--no-verify", "--file=-"],
             &env,
+            Some(full.as_bytes()),
         )
         .await?;
         self.head().await.map(Some)
@@ -949,6 +980,36 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert_eq!(left[0], ".tmp-live");
         assert!(left[1].starts_with(&branch_key("main")), "{left:?}");
+        ws_root.remove(ws).await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_message_larger_than_one_argv_argument_is_committed_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = bare_repo(tmp.path(), true).await;
+        let ws_root = GitWorkspaces::new(tmp.path().join("git"));
+        let project = ProjectName::parse("site").unwrap();
+        let task = TaskId::new();
+        let ws = ws_root
+            .prepare(&project, &remote, "main", task, &GitEnv::default())
+            .await
+            .unwrap();
+        std::fs::write(ws.dir.join("a.txt"), "a").unwrap();
+        // Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN).
+        let message = format!("Big prompt\n\n{}\n# not a comment", "x".repeat(300 * 1024));
+        let sha = ws
+            .commit_all(&message, Some(task), &Author::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let body = git(
+            Some(&ws.dir),
+            &["log", "-1", "--format=%B", &sha],
+            &GitEnv::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body.trim_end(), format!("{message}\n\nRdev-Task: {task}"));
         ws_root.remove(ws).await;
     }
 
