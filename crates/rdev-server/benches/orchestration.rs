@@ -236,7 +236,7 @@ async fn main() {
                 .prepare(&project, &big, "main", TaskId::new(), &env)
                 .await
                 .unwrap();
-            workspaces.remove(first).await;
+            workspaces.remove(first);
             let mut times = Vec::new();
             for _ in 0..20 {
                 workspaces.settled().await;
@@ -247,7 +247,7 @@ async fn main() {
                     .unwrap();
                 times.push(ms(t.elapsed()));
                 assert!(ws.dir.join("file0.txt").exists());
-                workspaces.remove(ws).await;
+                workspaces.remove(ws);
             }
             times.sort_by(f64::total_cmp);
             times

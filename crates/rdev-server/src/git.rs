@@ -553,11 +553,15 @@ impl GitWorkspaces {
         Ok(path)
     }
 
-    /// Deletes a task's checkout.
-    pub async fn remove(&self, ws: Workspace) {
-        if let Err(e) = tokio::fs::remove_dir_all(&ws.dir).await {
-            tracing::warn!(dir = %ws.dir.display(), error = %e, "could not remove workspace");
-        }
+    /// Deletes a task's checkout in the background: after an agent's `npm install` that
+    /// can take seconds, which must not stand between the agent's exit and the task's
+    /// result. [`GitWorkspaces::settled`] waits for it.
+    pub fn remove(&self, ws: Workspace) {
+        self.background.spawn(async move {
+            if let Err(e) = tokio::fs::remove_dir_all(&ws.dir).await {
+                tracing::warn!(dir = %ws.dir.display(), error = %e, "could not remove workspace");
+            }
+        });
     }
 }
 
@@ -769,7 +773,7 @@ mod tests {
             ws2.find_task_commit_on_remote(TaskId::new()).await.unwrap(),
             None
         );
-        ws_root.remove(ws2).await;
+        ws_root.remove(ws2);
     }
 
     #[tokio::test]
@@ -902,7 +906,7 @@ mod tests {
             Some(pushed)
         );
         for ws in [first, second, third, fourth] {
-            ws_root.remove(ws).await;
+            ws_root.remove(ws);
         }
         ws_root.settled().await;
         ws_root.forget(&project).await;
@@ -925,7 +929,7 @@ mod tests {
                 .await
                 .unwrap();
             capped.settled().await;
-            capped.remove(ws).await;
+            capped.remove(ws);
         }
         assert!(
             spares(&root, "one").is_empty(),
@@ -943,7 +947,7 @@ mod tests {
                 .unwrap();
             off.settled().await;
             assert!(ws.dir.join("README.md").exists());
-            off.remove(ws).await;
+            off.remove(ws);
         }
         assert!(!root.join("spares").exists());
     }
@@ -980,7 +984,7 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert_eq!(left[0], ".tmp-live");
         assert!(left[1].starts_with(&branch_key("main")), "{left:?}");
-        ws_root.remove(ws).await;
+        ws_root.remove(ws);
     }
 
     #[tokio::test]
@@ -1010,7 +1014,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(body.trim_end(), format!("{message}\n\nRdev-Task: {task}"));
-        ws_root.remove(ws).await;
+        ws_root.remove(ws);
     }
 
     #[tokio::test]

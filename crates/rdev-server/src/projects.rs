@@ -82,7 +82,7 @@ pub async fn initialise_repository(
         Ok(sha)
     }
     .await;
-    git.remove(ws).await;
+    git.remove(ws);
     result
 }
 

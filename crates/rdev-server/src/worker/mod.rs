@@ -195,6 +195,14 @@ impl WorkerPool {
         background.cancel();
         let _ = heartbeat.await;
         let _ = reaper.await;
+        // Workspace deletions and spare refills still running. A refill cut short is swept
+        // by a later one; a deletion cut short leaves its checkout on disk.
+        if tokio::time::timeout(this.config.grace, this.deps.git.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background git work did not finish within the grace period");
+        }
         tracing::info!("worker pool stopped");
     }
 

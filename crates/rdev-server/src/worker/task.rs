@@ -200,7 +200,7 @@ async fn build(
         }
     };
     let outcome = build_in(&cx, &ws, &injection).await;
-    deps.git.remove(ws).await;
+    deps.git.remove(ws);
     match outcome {
         BuildOutcome::Failed { error, retryable } => BuildOutcome::Failed {
             error: redactor.redact(&error),
