@@ -163,6 +163,14 @@ async fn bad_fields_are_422_naming_the_field() {
             "repo_url",
         ),
         (
+            json!({"name": "p", "repo_url": "https://ghp_tok@git.example/p.git"}),
+            "repo_url",
+        ),
+        (
+            json!({"name": "p", "repo_url": "ssh://git:tok@git.example/p.git"}),
+            "repo_url",
+        ),
+        (
             json!({"name": "p", "repo_url": "/x.git", "default_branch": "../x"}),
             "default_branch",
         ),

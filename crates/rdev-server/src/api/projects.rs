@@ -76,6 +76,20 @@ pub fn parse_name(name: &str) -> Result<ProjectName, ApiError> {
 
 /// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
 /// id, a deploy URL pattern with known placeholders.
+/// Whether a repository URL carries a credential: any user info on http(s) (a token
+/// alone, `https://TOKEN@host/...`, is the common form), a password on other schemes
+/// (`ssh://git@host/...` names a user, not a secret). scp-like `user@host:path` and local
+/// paths have no password field.
+fn has_credentials(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            !u.username().is_empty() || u.password().is_some()
+        }
+        Ok(u) => u.password().is_some(),
+        Err(_) => false,
+    }
+}
+
 fn validate(p: &Project) -> Result<(), ApiError> {
     let url = p.repo_url.trim();
     if url.is_empty()
@@ -88,18 +102,11 @@ fn validate(p: &Project) -> Result<(), ApiError> {
             "must be a git URL or path, without spaces, not starting with '-'",
         ));
     }
-    if url.contains('@') && url.contains("://") {
-        let after_scheme = &url[url.find("://").map_or(0, |i| i + 3)..];
-        if after_scheme
-            .split('/')
-            .next()
-            .is_some_and(|auth| auth.contains(':') && auth.contains('@'))
-        {
-            return Err(field(
-                "repo_url",
-                "must not contain credentials; store the token as a project secret",
-            ));
-        }
+    if has_credentials(url) {
+        return Err(field(
+            "repo_url",
+            "must not contain credentials; store the token as a project secret",
+        ));
     }
     let b = &p.default_branch;
     let branch_ok = !b.is_empty()
@@ -313,5 +320,30 @@ impl From<rdev_core::StoreError> for ApiError {
             E::Corrupt(_) => return ApiError::internal(&e),
         };
         ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_credentials;
+
+    #[test]
+    fn user_names_that_are_not_secrets_are_allowed() {
+        for url in [
+            "ssh://git@git.example/p.git",
+            "git@git.example:org/p.git",
+            "https://git.example/p.git",
+            "/srv/git/p.git",
+            "file:///srv/git/p.git",
+        ] {
+            assert!(!has_credentials(url), "{url}");
+        }
+        for url in [
+            "https://tok@git.example/p.git",
+            "http://u:tok@git.example/p.git",
+            "ssh://git:tok@git.example/p.git",
+        ] {
+            assert!(has_credentials(url), "{url}");
+        }
     }
 }
