@@ -122,6 +122,8 @@ pub struct WoodpeckerClient {
     http: reqwest::Client,
     base: String,
     token: SecretString,
+    /// Removes the token (and its encodings) from error snippets.
+    redactor: rdev_core::Redactor,
 }
 
 impl WoodpeckerClient {
@@ -152,6 +154,7 @@ impl WoodpeckerClient {
         Ok(Self {
             http,
             base: url.as_str().trim_end_matches('/').to_owned(),
+            redactor: rdev_core::Redactor::new([token.expose()]),
             token,
         })
     }
@@ -295,19 +298,16 @@ impl WoodpeckerClient {
         })
     }
 
-    /// The start of a body, cut at a character boundary, with the token removed.
+    /// The start of a body with the token removed, cut at a character boundary. Redacted
+    /// before the cut, so a token straddling the cut cannot leave its first bytes behind.
     fn snippet(&self, bytes: &[u8]) -> String {
-        let text = String::from_utf8_lossy(bytes);
+        let mut text = self.redactor.redact(&String::from_utf8_lossy(bytes));
         let mut end = text.len().min(BODY_SNIPPET_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        let token = self.token.expose();
-        let mut cut = text[..end].to_owned();
-        if !token.is_empty() {
-            cut = cut.replace(token, "[redacted]");
-        }
-        cut
+        text.truncate(end);
+        text
     }
 }
 
@@ -327,5 +327,21 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Result<(), 
         biased;
         () = cancel.cancelled() => Err(WoodpeckerError::Cancelled),
         () = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_straddling_the_snippet_cut_leaves_no_prefix_behind() {
+        let token = "wp_0123456789abcdefghijklmnopqrstuvwxyz";
+        let client = WoodpeckerClient::new("http://127.0.0.1:1", SecretString::new(token)).unwrap();
+        let body = format!("{}{token} and more", "x".repeat(BODY_SNIPPET_BYTES - 10));
+        let snippet = client.snippet(body.as_bytes());
+        assert!(snippet.len() <= BODY_SNIPPET_BYTES);
+        assert!(!snippet.contains(&token[..10]), "{snippet}");
+        assert!(snippet.ends_with("[redacted]"), "{snippet}");
     }
 }
