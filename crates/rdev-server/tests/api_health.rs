@@ -118,3 +118,24 @@ async fn metrics_report_the_queue_in_prometheus_text() {
     assert!(text.contains("rdev_tasks{status=\"running\"} 0"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test]
+async fn malformed_path_segments_and_query_strings_get_json_errors() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    for (url, code) in [
+        // %FF is not UTF-8: the path segment cannot become a String.
+        (format!("{}/projects/%FF", app.address), "invalid_path"),
+        (format!("{}/templates/%FF", app.address), "invalid_path"),
+        (format!("{}/tasks?limit=many", app.address), "invalid_query"),
+        (
+            format!("{}/secrets?scope=a&scope=b", app.address),
+            "invalid_query",
+        ),
+    ] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(body["error"]["code"], code, "{url}: {body}");
+    }
+}

@@ -4,11 +4,13 @@
 //! `202 {"task_id","status":"queued"}` at once. `Idempotency-Key` returns the same task.
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{rejection::JsonRejection, State},
     http::{HeaderMap, StatusCode},
     routing::post,
     Json, Router,
 };
+
+use super::extract::Path;
 use rdev_core::{BuildSpec, NewTask};
 use serde_json::{json, Value};
 

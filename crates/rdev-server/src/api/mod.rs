@@ -6,6 +6,7 @@ mod agents;
 mod auth;
 mod builds;
 mod error;
+mod extract;
 mod health;
 mod metrics;
 pub mod openapi;

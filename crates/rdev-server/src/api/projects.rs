@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     routing::{get, post},
     Json, Router,
 };
+
+use super::extract::Path;
 use rdev_core::{secrets::InjectionPlan, ErrorCode, Project, ProjectName, ValidationError};
 use serde::Deserialize;
 use serde_json::{json, Value};

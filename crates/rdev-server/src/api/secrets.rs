@@ -4,11 +4,13 @@
 //! [`SecretService`](crate::secrets::SecretService) and map errors.
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, Query, State},
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     routing::{get, put},
     Json, Router,
 };
+
+use super::extract::{Path, Query};
 use rdev_core::{ErrorCode, SecretMeta, SecretName, SecretScope, SecretString, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};

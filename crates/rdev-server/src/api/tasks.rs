@@ -4,12 +4,14 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::sse::{Event, KeepAlive, Sse},
     routing::{get, post},
     Json, Router,
 };
+
+use super::extract::{Path, Query};
 use futures::Stream;
 use rdev_core::{TaskFilter, TaskId, TaskStatus, WorkTask};
 use serde::Deserialize;
@@ -63,9 +65,8 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q?;
     let filter = TaskFilter {
         project: q.project.as_deref().map(parse_name).transpose()?,
         status: q

@@ -1,12 +1,9 @@
 //! `GET /templates` and `GET /templates/{name}`: what the built-in and configured templates
 //! are and which variables they take.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+
+use super::extract::Path;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
