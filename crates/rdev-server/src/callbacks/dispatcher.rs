@@ -128,34 +128,33 @@ impl Dispatcher {
         self
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled, then lets the attempts in flight finish. Up to
+    /// `batch` attempts run at once; a free slot is filled as soon as one ends, so a new
+    /// callback never waits for the slowest delivery of an earlier batch.
     pub async fn run(self, shutdown: CancellationToken) {
         let hold = self.config.timeout * 3;
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let rows = match self.store.claim_due(self.config.batch, hold).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the callback outbox");
-                    Vec::new()
-                }
-            };
-            if rows.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.config.idle_poll) => continue,
-                    _ = self.wakeup.notified() => continue,
+        let mut in_flight = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            let room = self.config.batch.saturating_sub(in_flight.len() as u32);
+            if room > 0 {
+                match self.store.claim_due(room, hold).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            let this = self.clone();
+                            in_flight.spawn(async move { this.attempt(row).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not read the callback outbox"),
                 }
             }
-            let mut set = JoinSet::new();
-            for row in rows {
-                let this = self.clone();
-                set.spawn(async move { this.attempt(row).await });
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(self.config.idle_poll) => {}
+                _ = self.wakeup.notified() => {}
             }
-            while set.join_next().await.is_some() {}
         }
+        while in_flight.join_next().await.is_some() {}
     }
 
     /// One delivery attempt of `row`, recorded on the row.
