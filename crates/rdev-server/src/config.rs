@@ -188,6 +188,12 @@ impl Config {
             .map_err(|e| ConfigError(e.to_string()))
     }
 
+    /// How long a worker's claim lasts without a heartbeat (`worker_lease_secs`, at least
+    /// 3 s so a heartbeat every third of it stays meaningful).
+    pub fn worker_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.worker_lease_secs.max(3))
+    }
+
     /// Where new bare repositories go.
     pub fn git_root(&self) -> PathBuf {
         self.git_root

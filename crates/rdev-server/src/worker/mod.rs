@@ -58,7 +58,7 @@ pub struct PoolConfig {
 impl PoolConfig {
     /// Defaults derived from configuration.
     pub fn from_config(config: &Config) -> Self {
-        let lease = Duration::from_secs(config.worker_lease_secs.max(3));
+        let lease = config.worker_lease();
         Self {
             worker_id: format!(
                 "{}-{}",

@@ -127,7 +127,7 @@ impl Ctx<'_> {
         if self.stop.is_cancelled() {
             return false;
         }
-        let lease = Duration::from_secs(self.deps.config.worker_lease_secs.max(3));
+        let lease = self.deps.config.worker_lease();
         match self
             .deps
             .store
