@@ -3,7 +3,7 @@
 //! worker uses [`render_initial_commit`] too, for a build on a still-empty project. The
 //! HTTP layer validates; this module only does the work.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use rdev_core::{ErrorCode, Project, TaskId};
 
@@ -34,14 +34,14 @@ impl ErrorCode for InitError {
 /// commit's SHA. The caller pushes.
 pub async fn render_initial_commit(
     ws: &Workspace,
-    templates: &TemplateRegistry,
+    templates: &Arc<TemplateRegistry>,
     template: &str,
     vars: &BTreeMap<String, String>,
     author: &Author,
     task: Option<TaskId>,
 ) -> Result<Option<String>, InitError> {
     let dir = ws.dir.clone();
-    let templates = templates.clone();
+    let templates = Arc::clone(templates);
     let (name, vars_owned) = (template.to_owned(), vars.clone());
     tokio::task::spawn_blocking(move || templates.render_into(&name, &vars_owned, &dir))
         .await
@@ -55,7 +55,7 @@ pub async fn render_initial_commit(
 /// history (nothing is rendered over existing work).
 pub async fn initialise_repository(
     git: &GitWorkspaces,
-    templates: &TemplateRegistry,
+    templates: &Arc<TemplateRegistry>,
     project: &Project,
     template: &str,
     vars: &BTreeMap<String, String>,
@@ -110,7 +110,7 @@ mod tests {
             secrets: Default::default(),
         };
         let git = GitWorkspaces::new(tmp.path().join("git"));
-        let templates = TemplateRegistry::builtin().unwrap();
+        let templates = Arc::new(TemplateRegistry::builtin().unwrap());
         let info = templates.get("static-site").unwrap().info();
         let mut vars = BTreeMap::new();
         for (name, _) in info.variables.iter().filter(|(_, v)| v.required) {
