@@ -3,9 +3,8 @@
 
 use std::{path::Path, process::ExitCode};
 
-use anyhow::Context;
 use rdev_server::Config;
-use rdev_store::{db::redact_url, Db};
+use rdev_store::db::redact_url;
 
 /// Flags of `rdev migrate`.
 #[derive(Debug, clap::Args)]
@@ -19,10 +18,7 @@ pub struct MigrateArgs {
 pub async fn run(config_file: Option<&Path>, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
     let url = args.database_url.unwrap_or(config.database_url);
-    let db = Db::connect(&url)
-        .await
-        .with_context(|| format!("could not open database {}", redact_url(&url)))?;
-    db.migrate().await.context("migration failed")?;
+    let db = rdev_server::app::open_database(&url).await?;
     db.close().await;
     println!("database {} is up to date", redact_url(&url));
     Ok(ExitCode::SUCCESS)

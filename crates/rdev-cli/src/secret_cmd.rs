@@ -14,7 +14,6 @@ use rdev_server::{
     secrets::{KeySource, MasterKey, SecretService},
     Config,
 };
-use rdev_store::Db;
 
 /// `rdev secret ...`.
 #[derive(Debug, clap::Args)]
@@ -69,15 +68,7 @@ pub async fn run(config_file: Option<&Path>, args: SecretArgs) -> anyhow::Result
     if let Some(url) = args.database_url {
         config.database_url = url;
     }
-    let db = Db::connect(&config.database_url).await.with_context(|| {
-        format!(
-            "could not open database {}",
-            rdev_store::db::redact_url(&config.database_url)
-        )
-    })?;
-    db.migrate()
-        .await
-        .context("could not migrate the database")?;
+    let db = rdev_server::app::open_database(&config.database_url).await?;
     let service = SecretService::from_config(&config, db.clone())?;
     service.verify_key().await?;
     let actor = format!(

@@ -65,6 +65,21 @@ pub fn build_registry(
     Ok(registry)
 }
 
+/// Opens the database at `url` and brings its schema up to date (what `serve`, `worker`,
+/// `migrate` and `secret` all start with). Errors name the URL without its password.
+pub async fn open_database(url: &str) -> anyhow::Result<Db> {
+    let db = Db::connect(url).await.with_context(|| {
+        format!(
+            "could not open database {}",
+            rdev_store::db::redact_url(url)
+        )
+    })?;
+    db.migrate()
+        .await
+        .context("could not migrate the database")?;
+    Ok(db)
+}
+
 impl Application {
     /// Connects the database, runs migrations, loads templates and the master key, sets up
     /// the agents and binds the listener.
@@ -79,15 +94,7 @@ impl Application {
     }
 
     async fn build_node(config: Config, serve_api: bool) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database_url).await.with_context(|| {
-            format!(
-                "could not open database {}",
-                rdev_store::db::redact_url(&config.database_url)
-            )
-        })?;
-        db.migrate()
-            .await
-            .context("could not migrate the database")?;
+        let db = open_database(&config.database_url).await?;
         let store = SqlStore::new(db.clone(), StoreConfig::default())
             .await
             .context("could not start the store")?;
