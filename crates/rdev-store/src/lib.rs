@@ -10,9 +10,10 @@ mod notify;
 mod projects;
 mod queue;
 pub mod secrets;
-pub mod sql;
+mod sql;
 pub mod store;
 
 pub use db::{Backend, Db, DbError};
 pub use secrets::SqlSecretRepository;
+pub use sql::Ts;
 pub use store::{SqlStore, StoreConfig, NOTIFY_CHANNEL};

@@ -119,7 +119,7 @@ fn outbox_not_found(id: i64) -> StoreError {
 impl OutboxStore for SqlStore {
     async fn claim_due(&self, limit: u32, hold: Duration) -> Result<Vec<OutboxRow>, StoreError> {
         let now = self.now();
-        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        let until = now + crate::queue::chrono_dur(hold);
         let pick = "SELECT id AS picked_id FROM callback_outbox WHERE delivered_at IS NULL \
                     AND expired_at IS NULL AND next_attempt_at <= $1 \
                     ORDER BY next_attempt_at, id LIMIT $2";

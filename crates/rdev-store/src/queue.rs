@@ -17,7 +17,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::{
-    sql::{db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
+    sql::{corrupt, db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
+    store::not_found,
     store::SqlStore,
 };
 
@@ -157,7 +158,7 @@ fn heartbeat_sql(n: usize) -> String {
     )
 }
 
-fn chrono_dur(d: Duration) -> chrono::Duration {
+pub(crate) fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -178,10 +179,11 @@ impl SqlStore {
 }
 
 /// Ends an attempt whose lease `(id, token)` the caller has verified: back to the queue
-/// with backoff, or dead with its callback. Expands inside an open transaction `$tx`.
+/// with backoff, or dead with its callback; the attempt row records the first outcome on
+/// a retry and the second when the task dies. Expands inside an open transaction `$tx`.
 macro_rules! end_attempt {
     ($self:ident, $tx:ident, $id:expr, $token:expr, $attempt:expr, $max:expr, $now:expr,
-     $error:expr, $retryable:expr, $outcome:expr) => {{
+     $error:expr, $retryable:expr, ($retry_outcome:expr, $dead_outcome:expr)) => {{
         let (id, token, attempt, now): (Uuid, Uuid, i32, DateTime<Utc>) =
             ($id, $token, $attempt, $now);
         if $retryable && attempt < $max {
@@ -200,7 +202,7 @@ macro_rules! end_attempt {
                 .bind(id)
                 .bind(attempt)
                 .bind(Ts::from(now))
-                .bind($outcome)
+                .bind($retry_outcome)
                 .bind($error)
                 .execute(&mut *$tx)
                 .await
@@ -215,16 +217,11 @@ macro_rules! end_attempt {
                 .fetch_optional(&mut *$tx)
                 .await
                 .map_err(db_err)?;
-            let outcome = if $outcome == "retry" {
-                "failed"
-            } else {
-                $outcome
-            };
             sqlx::query(&SQL.finish_attempt)
                 .bind(id)
                 .bind(attempt)
                 .bind(Ts::from(now))
-                .bind(outcome)
+                .bind($dead_outcome)
                 .bind($error)
                 .execute(&mut *$tx)
                 .await
@@ -429,7 +426,7 @@ impl WorkQueue for SqlStore {
                 .map_err(db_err)?;
             let (attempt, max) = held.ok_or_else(|| lost(lease.task_id))?;
             let (n, outcome) = end_attempt!(self, tx, lease.task_id.0, lease.token.0, attempt,
-                max, now, error, retryable, "retry");
+                max, now, error, retryable, ("retry", "failed"));
             if n != 1 {
                 return Err(lost(lease.task_id));
             }
@@ -448,13 +445,10 @@ impl WorkQueue for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let (status, attempt) = row.ok_or_else(|| StoreError::NotFound {
-                what: "task",
-                id: id.to_string(),
-            })?;
+            let (status, attempt) = row.ok_or_else(|| not_found(id))?;
             let from: TaskStatus = status
                 .parse()
-                .map_err(|e: rdev_core::ValidationError| StoreError::Corrupt(e.to_string()))?;
+                .map_err(corrupt)?;
             from.transition(Cancelled)?;
             let row: TaskRow = sqlx::query_as(&SQL.cancel)
                 .bind(id.0)
@@ -485,7 +479,6 @@ impl WorkQueue for SqlStore {
         let now = self.now();
         let scan = format!("{}{}", SQL.reap_scan, lock_suffix(self, true));
         let mut report = ReapReport::default();
-        let mut requeued_any = false;
         on_pool!(&self.inner.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db_err)?;
             let expired: Vec<(Uuid, Uuid, i32, i32)> = sqlx::query_as(&scan)
@@ -497,20 +490,17 @@ impl WorkQueue for SqlStore {
             for (id, token, attempt, max) in expired {
                 let error = format!("lease expired during attempt {attempt}");
                 let (n, outcome) = end_attempt!(self, tx, id, token, attempt, max, now,
-                    error.as_str(), true, "lease_expired");
+                    error.as_str(), true, ("lease_expired", "lease_expired"));
                 if n == 1 {
                     match outcome {
-                        FailOutcome::Retrying { .. } => {
-                            requeued_any = true;
-                            report.requeued.push(TaskId(id));
-                        }
+                        FailOutcome::Retrying { .. } => report.requeued.push(TaskId(id)),
                         FailOutcome::Dead => report.dead.push(TaskId(id)),
                     }
                 }
             }
             tx.commit().await.map_err(db_err)?;
         });
-        if requeued_any {
+        if !report.requeued.is_empty() {
             self.announce();
         }
         Ok(report)

@@ -6,7 +6,7 @@
 
 use crate::{
     db::{Backend, Db},
-    sql::{db_err, on_pool, BeginWrite, Ts},
+    sql::{corrupt, db_err, on_pool, BeginWrite, Ts},
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -79,10 +79,6 @@ struct AuditRow {
     action: String,
     actor: String,
     detail: Option<String>,
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
 }
 
 fn parse_scope(s: &str) -> Result<SecretScope, StoreError> {

@@ -115,15 +115,18 @@ impl BeginWrite for SqlitePool {
 }
 
 /// Maps a database error: unique violations become `Conflict`, everything else
+/// A stored value that breaks a domain rule or cannot be decoded.
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
 /// `Unavailable` (the message names the failure, never bound values).
 pub fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
             StoreError::Conflict(d.message().to_owned())
         }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            StoreError::Corrupt(e.to_string())
-        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => corrupt(&e),
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -150,7 +153,6 @@ pub struct TaskRow {
 impl TaskRow {
     /// The domain task; a row that breaks a domain rule is `Corrupt`.
     pub fn into_task(self) -> Result<WorkTask, StoreError> {
-        let corrupt = |e: rdev_core::ValidationError| StoreError::Corrupt(e.to_string());
         Ok(WorkTask {
             id: TaskId(self.id),
             project: ProjectName::parse(&self.project).map_err(corrupt)?,
@@ -182,7 +184,6 @@ pub struct ProjectRow {
 impl ProjectRow {
     /// The domain project.
     pub fn into_project(self) -> Result<Project, StoreError> {
-        let corrupt = |e: rdev_core::ValidationError| StoreError::Corrupt(e.to_string());
         Ok(Project {
             name: ProjectName::parse(&self.name).map_err(corrupt)?,
             repo_url: self.repo_url,

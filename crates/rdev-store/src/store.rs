@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     db::{Backend, Db, DbError},
     notify,
-    sql::{db_err, on_pool, AttemptRow, BeginWrite, EventRow, TaskRow, Ts, TASK_COLS},
+    sql::{corrupt, db_err, on_pool, AttemptRow, BeginWrite, EventRow, TaskRow, Ts, TASK_COLS},
 };
 
 /// How the store runs its queue.
@@ -99,16 +99,6 @@ impl SqlStore {
         })
     }
 
-    /// The database this store uses.
-    pub fn db(&self) -> &Db {
-        &self.inner.db
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &StoreConfig {
-        &self.inner.config
-    }
-
     /// Stops the LISTEN task (also done when the last clone is dropped).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -138,7 +128,7 @@ fn insert_task_sql() -> String {
     )
 }
 
-fn not_found(id: TaskId) -> StoreError {
+pub(crate) fn not_found(id: TaskId) -> StoreError {
     StoreError::NotFound {
         what: "task",
         id: id.to_string(),
@@ -264,9 +254,7 @@ impl TaskStore for SqlStore {
         });
         rows.into_iter()
             .map(|(s, n)| {
-                let status = s
-                    .parse::<TaskStatus>()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let status = s.parse::<TaskStatus>().map_err(corrupt)?;
                 Ok((status, u64::try_from(n).unwrap_or(0)))
             })
             .collect()

@@ -239,7 +239,7 @@ async fn outbox_rows_are_claimed_held_and_marked(t: TestDb) {
 async fn migrations_are_idempotent_and_create_the_credential_tables(t: TestDb) {
     t.db.migrate().await.unwrap();
     let now = rdev_core::Clock::now(&t.clock);
-    let ts = rdev_store::sql::Ts::from(now);
+    let ts = rdev_store::Ts::from(now);
     macro_rules! exec {
         ($pool:ident, $sql:expr) => {
             sqlx::query($sql)
