@@ -59,14 +59,15 @@ impl Drop for Worker {
     }
 }
 
-async fn seed(t: &TestDb) {
+/// `TASKS` tasks with callbacks and attempts enough to survive every kill.
+async fn seed(store: &rdev_store::SqlStore, name: &str) {
     let mut batch = Vec::new();
     for i in 0..TASKS {
-        let mut task = task_with_callback(&format!("crash {i}"));
+        let mut task = task_with_callback(&format!("{name} {i}"));
         task.max_attempts = 1000;
         batch.push(task);
     }
-    t.store.create_many(batch).await.unwrap();
+    store.create_many(batch).await.unwrap();
 }
 
 /// `(completed tasks, total executions)`; `None` while the database is unreachable.
@@ -168,7 +169,7 @@ fn stop_all(workers: &mut [Worker]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_no_task_and_duplicate_no_effect() {
     let t = TestDb::fresh(Backend::Postgres).await;
-    seed(&t).await;
+    seed(&t.store, "crash").await;
     let mut workers: Vec<Worker> = (0..WORKERS)
         .map(|i| Worker::start(&t.url, &format!("w{i}")))
         .collect();
@@ -290,10 +291,6 @@ impl PrivateCluster {
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for PrivateCluster {
@@ -314,13 +311,7 @@ async fn postgres_restart_mid_run_loses_no_task_and_duplicates_no_effect() {
     let store = rdev_store::SqlStore::new(db.clone(), common::test_config())
         .await
         .unwrap();
-    let mut batch = Vec::new();
-    for i in 0..TASKS {
-        let mut task = task_with_callback(&format!("restart {i}"));
-        task.max_attempts = 1000;
-        batch.push(task);
-    }
-    store.create_many(batch).await.unwrap();
+    seed(&store, "restart").await;
     store.shutdown();
     db.close().await;
 
@@ -344,5 +335,4 @@ async fn postgres_restart_mid_run_loses_no_task_and_duplicates_no_effect() {
     wait_until_all_completed(&url, Duration::from_secs(90)).await;
     stop_all(&mut workers);
     assert_exactly_once(&url).await;
-    assert!(cluster.path().join("server.log").exists());
 }
