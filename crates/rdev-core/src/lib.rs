@@ -37,6 +37,6 @@ pub use secrets::{
 };
 pub use store::{
     callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectStore,
-    StoreError, TaskEvent, TaskFilter, TaskStore,
+    Store, StoreError, TaskEvent, TaskFilter, TaskStore,
 };
 pub use task::{TaskId, TaskStatus, TransitionError, WorkTask};

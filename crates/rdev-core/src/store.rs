@@ -231,6 +231,15 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_for_task(&self, id: TaskId) -> Result<Vec<OutboxRow>, StoreError>;
 }
 
+/// Every storage port in one object, so the API, the workers and the dispatcher share one
+/// injected store.
+pub trait Store:
+    TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug
+{
+}
+
+impl<T: TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug> Store for T {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use prometheus_client::{
 };
 use rdev_core::TaskStatus;
 
-use crate::api::Store;
+use rdev_core::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {

@@ -23,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use rdev_core::{OutboxStore, ProjectStore, ProviderRegistry, TaskStore, WorkQueue};
+use rdev_core::ProviderRegistry;
 use rdev_store::Db;
 use tower_http::trace::TraceLayer;
 
@@ -32,16 +32,12 @@ use crate::{
     cancels::TaskCancels, config::Config, git::GitWorkspaces, metrics::Metrics,
     secrets::SecretService, templates::TemplateRegistry,
 };
+pub use rdev_core::Store;
 
 /// Largest request body accepted (a prompt at the limit plus JSON overhead).
 pub fn body_limit(config: &Config) -> usize {
     config.max_prompt_bytes + 64 * 1024
 }
-
-/// Every storage port in one object, so handlers and workers share one injected store.
-pub trait Store: TaskStore + WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug {}
-
-impl<T: TaskStore + WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug> Store for T {}
 
 /// What handlers share.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use super::{
     signing::sign,
     url_policy::{check_url, is_public_ip},
 };
-use crate::api::Store;
+use rdev_core::Store;
 
 /// Where the dispatcher finds each project's signing secret.
 #[async_trait]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rdev_core::{secrets::Redactor, AgentEvent, EventSink, TaskId};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::api::Store;
+use rdev_core::Store;
 
 /// The channel size between an adapter and the store writer: enough to absorb a burst of
 /// tool output while one store write is in flight, small enough to bound memory.

@@ -12,13 +12,13 @@ use std::{
     time::Duration,
 };
 
-use rdev_core::{LeaseKey, ProviderRegistry, TaskId};
+use rdev_core::{LeaseKey, ProviderRegistry, Store, TaskId};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::task::{BuildOutcome, Woodpecker};
 use crate::{
-    api::Store, cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
+    cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
     templates::TemplateRegistry,
 };
 
