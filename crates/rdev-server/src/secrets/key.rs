@@ -40,11 +40,8 @@ impl fmt::Debug for MasterKey {
 impl PartialEq for MasterKey {
     fn eq(&self, other: &Self) -> bool {
         // No early exit: the comparison takes the same time wherever the keys differ.
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        use subtle::ConstantTimeEq;
+        self.0[..].ct_eq(&other.0[..]).into()
     }
 }
 
