@@ -1,6 +1,6 @@
 //! `/projects`: create, list, show, change and delete projects. Names are validated slugs;
-//! every bad field is a 422 naming the field. Handlers only parse and map; the rules live
-//! in `rdev_core::Project` validation and the store.
+//! every bad field is a 422 naming the field. Names are checked by `rdev_core::ProjectName`,
+//! the other fields by [`validate`] below, uniqueness by the store.
 
 use std::collections::BTreeMap;
 
