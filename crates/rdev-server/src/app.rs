@@ -178,7 +178,7 @@ impl Application {
     }
 
     /// The worker dependencies this application uses (also for `rdev worker`).
-    pub fn worker_deps(&self) -> WorkerDeps {
+    fn worker_deps(&self) -> WorkerDeps {
         let s = &self.state;
         WorkerDeps {
             store: Arc::clone(&s.store),

@@ -14,7 +14,7 @@ use rdev_core::Store;
 pub const EVENT_BUFFER: usize = 256;
 
 /// The stored kind of an event (its `type` tag).
-pub fn kind(e: &AgentEvent) -> &'static str {
+fn kind(e: &AgentEvent) -> &'static str {
     match e {
         AgentEvent::Started { .. } => "started",
         AgentEvent::Message { .. } => "message",
