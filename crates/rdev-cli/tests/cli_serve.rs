@@ -13,7 +13,15 @@ mod common;
 
 use common::{serve as serve_in, Server, RDEV};
 
+/// `rdev serve` in `dir` with no `--config`, so it reads `dir/rdev.toml`; that file only
+/// narrows the agents to Claude Code, because the default list also starts a supervised
+/// `opencode serve` that would use the real HOME and could reach the network.
 fn serve(dir: &Path) -> Server {
+    std::fs::write(
+        dir.join("rdev.toml"),
+        "[agents]\nenabled = [\"claude-code\"]\n",
+    )
+    .unwrap();
     serve_in(dir, None)
 }
 

@@ -19,12 +19,16 @@ both_backends!(
 const VALUE: &str = "api-s3cret-value-123";
 
 fn config(t: &TestDb) -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: t.url.clone(),
         data_dir: t.dir.path().join("data"),
         ..Config::default()
-    }
+    };
+    // The default list also starts a supervised `opencode serve`, which would run with the
+    // real HOME and could reach the network; these tests need no agent at all.
+    config.agents.enabled = vec!["claude-code".into()];
+    config
 }
 
 struct Running {

@@ -51,6 +51,7 @@ pub fn serve(dir: &Path, config: Option<&Path>) -> Server {
         .current_dir(dir)
         .env("RDEV_LOG_FORMAT", "json")
         .env_remove("RDEV_DATABASE_URL")
+        .env_remove("RDEV_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
