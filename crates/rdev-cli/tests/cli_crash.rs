@@ -7,18 +7,13 @@ mod common;
 use std::{path::Path, process::Command, time::Duration};
 
 use common::serve;
-use rdev_testkit::{claude_bin, pg::PgDatabase, CallbackReceiver, ScriptedModel};
+use rdev_testkit::{
+    claude_bin,
+    git::{git, remote_head},
+    pg::PgDatabase,
+    CallbackReceiver, ScriptedModel,
+};
 use serde_json::{json, Value};
-
-fn git(args: &[&str]) -> String {
-    let out = Command::new("git").args(args).output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn write_config(dir: &Path, db: &str, model: &str) -> std::path::PathBuf {
     let path = dir.join("rdev.toml");
@@ -99,20 +94,9 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
         .unwrap()
         .success());
     drop(first);
-    assert!(
-        Command::new("git")
-            .args([
-                "--git-dir",
-                &remote,
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                "main"
-            ])
-            .output()
-            .unwrap()
-            .stdout
-            .is_empty(),
+    assert_eq!(
+        remote_head(&remote),
+        None,
         "nothing was pushed by the killed process"
     );
 

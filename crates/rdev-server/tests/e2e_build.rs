@@ -10,7 +10,12 @@ use std::{collections::BTreeMap, path::Path, process::Command, sync::Arc, time::
 use common::{fresh_pg_database, spawn_app_configured, TestApp};
 use rdev_core::SecretString;
 use rdev_server::{callbacks::signing::verify, config::WoodpeckerConfig};
-use rdev_testkit::{claude_bin, woodpecker::FakeWoodpecker, CallbackReceiver, ScriptedModel};
+use rdev_testkit::{
+    claude_bin,
+    git::{git, remote_head},
+    woodpecker::FakeWoodpecker,
+    CallbackReceiver, ScriptedModel,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,33 +35,6 @@ impl Drop for World {
     fn drop(&mut self) {
         self.forge.cancel();
     }
-}
-
-fn git(args: &[&str]) -> String {
-    let out = Command::new("git").args(args).output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn remote_head(remote: &str) -> Option<String> {
-    let out = Command::new("git")
-        .args([
-            "--git-dir",
-            remote,
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            "refs/heads/main",
-        ])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Plays the forge's push webhook: every new head of `main` gets a Woodpecker pipeline that

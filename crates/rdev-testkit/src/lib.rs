@@ -4,6 +4,7 @@
 
 pub mod callback;
 pub mod clis;
+pub mod git;
 pub mod model;
 pub mod pg;
 pub mod woodpecker;
