@@ -402,7 +402,7 @@ async fn deployed_build_with_opencode() {
     // test's directory in its environment survives a graceful shutdown.
     let marker = w._dir.path().to_string_lossy().into_owned();
     w.app.shutdown.cancel();
-    let _ = (&mut w.app.handle).await;
+    (&mut w.app.handle).await.unwrap().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let left = processes_with_env_mentioning(&marker);
@@ -534,7 +534,7 @@ async fn callback_receiver_down_then_up_gets_the_result_once() {
         .receiver
         .received()
         .into_iter()
-        .map(|c| c.webhook_id)
+        .map(|c| c.webhook_id.expect("every delivery carries a webhook-id"))
         .collect();
     assert_eq!(ids.len(), 1, "every retry carried the same webhook-id");
 }
