@@ -78,14 +78,8 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     let handle = tokio::spawn(dispatcher.run(stop.clone()));
 
     // Down: at least two refused attempts, each recorded on the task's outbox row.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while receiver.received().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no retries while the receiver is down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = receiver.wait_for_received(2, Duration::from_secs(20)).await;
+    assert!(refused.len() >= 2, "no retries while the receiver is down");
     let rows = store.outbox_for_task(task.id).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].attempts >= 1);

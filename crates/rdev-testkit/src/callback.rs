@@ -113,10 +113,26 @@ impl CallbackReceiver {
 
     /// Waits until `n` callbacks were accepted, or `timeout` passes.
     pub async fn wait_for_accepted(&self, n: usize, timeout: Duration) -> Vec<ReceivedCallback> {
+        self.wait_for(n, timeout, Self::accepted).await
+    }
+
+    /// Waits until `n` requests arrived, whatever they were answered, or `timeout` passes.
+    pub async fn wait_for_received(&self, n: usize, timeout: Duration) -> Vec<ReceivedCallback> {
+        self.wait_for(n, timeout, Self::received).await
+    }
+
+    /// Re-reads `list` on every request until it holds `n` entries or `timeout` passes.
+    async fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        list: fn(&Self) -> Vec<ReceivedCallback>,
+    ) -> Vec<ReceivedCallback> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Registered before reading, so a request arriving in between still wakes us.
             let notified = self.shared.notify.notified();
-            let got = self.accepted();
+            let got = list(self);
             if got.len() >= n || tokio::time::Instant::now() >= deadline {
                 return got;
             }
