@@ -14,7 +14,7 @@ use rdev_testkit::{
     claude_bin,
     git::{git, remote_head},
     woodpecker::FakeWoodpecker,
-    CallbackReceiver, ScriptedModel,
+    CallbackReceiver, ReceivedCallback, ScriptedModel,
 };
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -191,26 +191,24 @@ async fn task(w: &World, id: &str) -> Value {
         .unwrap()
 }
 
-async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
-    let w = world(pg).await;
-    let secret = create_project(&w).await;
-    let prompt = "Create the landing page.\n@@write hello.html\n<h1>Hello from rdev</h1>\n@@end\n@@bash echo built > build.txt\n@@reply The page is ready.";
-    let id = build(&w, json!({"prompt": prompt, "template": "static-site",
-        "variables": {"title": "Rdev Site"}, "auto_deploy": true, "callback_url": w.receiver.url()})).await;
-
-    let got = w
-        .receiver
-        .wait_for_accepted(1, Duration::from_secs(120))
-        .await;
+/// Waits up to `timeout` for the single callback of task `id` and checks that it is signed
+/// with the project's `secret`.
+async fn signed_callback(
+    w: &World,
+    id: &str,
+    secret: &SecretString,
+    timeout: Duration,
+) -> ReceivedCallback {
+    let got = w.receiver.wait_for_accepted(1, timeout).await;
     assert_eq!(
         got.len(),
         1,
         "callback delivered; task: {}",
-        task(&w, &id).await
+        task(w, id).await
     );
-    let cb = &got[0];
+    let cb = got.into_iter().next().unwrap();
     verify(
-        &secret,
+        secret,
         cb.webhook_id.as_deref().unwrap(),
         cb.webhook_timestamp.as_deref().unwrap(),
         cb.webhook_signature.as_deref().unwrap(),
@@ -218,6 +216,17 @@ async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
         chrono::Utc::now().timestamp(),
     )
     .expect("callback signature verifies with the project's secret");
+    cb
+}
+
+async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
+    let w = world(pg).await;
+    let secret = create_project(&w).await;
+    let prompt = "Create the landing page.\n@@write hello.html\n<h1>Hello from rdev</h1>\n@@end\n@@bash echo built > build.txt\n@@reply The page is ready.";
+    let id = build(&w, json!({"prompt": prompt, "template": "static-site",
+        "variables": {"title": "Rdev Site"}, "auto_deploy": true, "callback_url": w.receiver.url()})).await;
+
+    let cb = signed_callback(&w, &id, &secret, Duration::from_secs(120)).await;
     let body = cb.json();
     assert_eq!(body["task_id"], id);
     assert_eq!(body["status"], "completed", "{body}");
@@ -368,26 +377,7 @@ async fn deployed_build_with_opencode() {
         "callback_url": w.receiver.url()}),
     )
     .await;
-    let got = w
-        .receiver
-        .wait_for_accepted(1, Duration::from_secs(240))
-        .await;
-    assert_eq!(
-        got.len(),
-        1,
-        "callback delivered; task: {}",
-        task(&w, &id).await
-    );
-    let cb = &got[0];
-    verify(
-        &secret,
-        cb.webhook_id.as_deref().unwrap(),
-        cb.webhook_timestamp.as_deref().unwrap(),
-        cb.webhook_signature.as_deref().unwrap(),
-        &cb.body,
-        chrono::Utc::now().timestamp(),
-    )
-    .unwrap();
+    let cb = signed_callback(&w, &id, &secret, Duration::from_secs(240)).await;
     let body = cb.json();
     assert_eq!(body["status"], "completed", "{body}");
     assert_eq!(body["result"]["agent"]["provider"], "opencode");
