@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use rdev_core::{BuildSpec, NewTask, Project, ProjectName, RetryPolicy, SecretString};
+use rdev_core::{BuildSpec, NewTask, Project, ProjectName, RetryPolicy, SecretString, TaskId};
 use rdev_server::{
     api::Store,
     callbacks::{
@@ -14,6 +14,7 @@ use rdev_server::{
 };
 use rdev_store::{Db, SqlStore, StoreConfig};
 use rdev_testkit::CallbackReceiver;
+use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -26,8 +27,11 @@ impl SigningKeys for Fixed {
     }
 }
 
-#[tokio::test]
-async fn callback_is_signed_retried_while_down_and_delivered_once() {
+/// A SQLite store with project `site` and one task, claimed and completed with `result`,
+/// whose callback is due to a fresh receiver. The directory holds the database.
+async fn completed_task(
+    result: serde_json::Value,
+) -> (TempDir, Arc<dyn Store>, CallbackReceiver, TaskId) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
         .await
@@ -53,11 +57,16 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
         .await
         .unwrap()
         .remove(0);
-    store
-        .complete(&lease.key(), serde_json::json!({"output": "ok", "artifacts": {"commit_sha": "abc", "deploy_url": null}}))
-        .await
-        .unwrap();
+    store.complete(&lease.key(), result).await.unwrap();
+    (dir, store, receiver, task.id)
+}
 
+#[tokio::test]
+async fn callback_is_signed_retried_while_down_and_delivered_once() {
+    let (_dir, store, receiver, task_id) = completed_task(
+        serde_json::json!({"output": "ok", "artifacts": {"commit_sha": "abc", "deploy_url": null}}),
+    )
+    .await;
     receiver.fail_with(503);
     let secret = generate_secret();
     let dispatcher = Dispatcher::new(
@@ -80,7 +89,7 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     // Down: at least two refused attempts, each recorded on the task's outbox row.
     let refused = receiver.wait_for_received(2, Duration::from_secs(20)).await;
     assert!(refused.len() >= 2, "no retries while the receiver is down");
-    let rows = store.outbox_for_task(task.id).await.unwrap();
+    let rows = store.outbox_for_task(task_id).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].attempts >= 1);
     assert!(rows[0]
@@ -114,43 +123,18 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     )
     .expect("signature verifies");
     let body = cb.json();
-    assert_eq!(body["task_id"], task.id.to_string());
+    assert_eq!(body["task_id"], task_id.to_string());
     assert_eq!(body["project_id"], "site");
     assert_eq!(body["status"], "completed");
     assert_eq!(body["result"]["artifacts"]["commit_sha"], "abc");
-    let rows = store.outbox_for_task(task.id).await.unwrap();
+    let rows = store.outbox_for_task(task_id).await.unwrap();
     assert!(rows[0].delivered_at.is_some());
 }
 
 #[tokio::test]
 async fn private_targets_are_refused_at_delivery_unless_allowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite:{}", dir.path().join("t.db").display()))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::new(db, StoreConfig::default()).await.unwrap());
-    let name = ProjectName::parse("site").unwrap();
-    store
-        .create_project(
-            &serde_json::from_value(serde_json::json!({"name": "site", "repo_url": "/x.git"}))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let receiver = CallbackReceiver::start().await.unwrap();
-    let mut spec = BuildSpec::new("hello");
-    spec.callback_url = Some(receiver.url());
-    let task = store.create(NewTask::new(name, spec)).await.unwrap().task;
-    let lease = store
-        .claim("w", 1, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .complete(&lease.key(), serde_json::json!({"output": "ok"}))
-        .await
-        .unwrap();
+    let (_dir, store, receiver, task_id) =
+        completed_task(serde_json::json!({"output": "ok"})).await;
 
     let dispatcher = Dispatcher::new(
         Arc::clone(&store),
@@ -171,6 +155,6 @@ async fn private_targets_are_refused_at_delivery_unless_allowed() {
         receiver.received().is_empty(),
         "nothing was sent to a loopback target"
     );
-    let rows = store.outbox_for_task(task.id).await.unwrap();
+    let rows = store.outbox_for_task(task_id).await.unwrap();
     assert_eq!(rows[0].attempts, 1);
 }
