@@ -141,7 +141,7 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("task {id} queued");
-    follow(&api, &id, false).await
+    follow_stream(&api, &id, false, true).await
 }
 
 /// Runs `rdev task ...`.
@@ -202,12 +202,10 @@ pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
             follow: live,
             json,
         } => {
-            if live {
-                return follow(&api, &id, json).await;
-            }
-            // Without --follow: what is stored so far (the stream ends at once for a
-            // finished task; for a running one we stop after replaying).
-            follow_stream(&api, &id, json, false).await
+            // With --follow, until the task ends; without, what is stored so far (the
+            // stream ends at once for a finished task; for a running one we stop after
+            // replaying).
+            follow_stream(&api, &id, json, live).await
         }
         TaskCommand::Cancel { id } => {
             let t = api
@@ -223,10 +221,6 @@ pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn follow(api: &ApiClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    follow_stream(api, id, json, true).await
-}
-
 /// Streams `/tasks/{id}/events`. With `live`, waits for the `end` event and returns the
 /// task's outcome; otherwise stops after the stored events.
 async fn follow_stream(
@@ -238,11 +232,15 @@ async fn follow_stream(
     let path = format!("/tasks/{}/events", crate::project_cmd::path_segment(id));
     let resp = api.stream(&path).await?;
     let mut events = resp.bytes_stream().eventsource();
-    let idle = std::time::Duration::from_millis(if live { u64::MAX / 4 } else { 700 });
     loop {
-        let next = match tokio::time::timeout(idle, events.next()).await {
-            Ok(n) => n,
-            Err(_) => return Ok(ExitCode::SUCCESS),
+        let next = if live {
+            events.next().await
+        } else {
+            // The stored events arrive at once; a quiet stream means the replay is over.
+            match tokio::time::timeout(std::time::Duration::from_millis(700), events.next()).await {
+                Ok(n) => n,
+                Err(_) => return Ok(ExitCode::SUCCESS),
+            }
         };
         let Some(ev) = next else {
             anyhow::bail!("the event stream ended before the task finished");
@@ -256,14 +254,14 @@ async fn follow_stream(
         }
         if ev.event == "end" {
             let status = data["status"].as_str().unwrap_or("unknown").to_owned();
+            let task = api
+                .call(
+                    Method::GET,
+                    &format!("/tasks/{}", crate::project_cmd::path_segment(id)),
+                    None,
+                )
+                .await?;
             if status == "completed" {
-                let task = api
-                    .call(
-                        Method::GET,
-                        &format!("/tasks/{}", crate::project_cmd::path_segment(id)),
-                        None,
-                    )
-                    .await?;
                 let artifacts = &task["result"]["artifacts"];
                 if !json {
                     if let Some(sha) = artifacts["commit_sha"].as_str() {
@@ -275,13 +273,6 @@ async fn follow_stream(
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let task = api
-                .call(
-                    Method::GET,
-                    &format!("/tasks/{}", crate::project_cmd::path_segment(id)),
-                    None,
-                )
-                .await?;
             let error = task["error"].as_str().unwrap_or("");
             anyhow::bail!(
                 "task {id} {status}{}{error}",
