@@ -188,12 +188,9 @@ fn read_stdin(what: &str) -> anyhow::Result<SecretString> {
     stdin
         .read_to_string(&mut text)
         .context("could not read stdin")?;
-    let text = SecretString::new(text);
-    if what.contains("key") {
-        Ok(SecretString::new(text.expose().trim()))
-    } else {
-        Ok(text)
-    }
+    // Returned as read: a value's own whitespace is kept (the caller strips one trailing
+    // newline), and MasterKey::from_base64 trims a key itself.
+    Ok(SecretString::new(text))
 }
 
 fn print_table(metas: &[SecretMeta]) {
