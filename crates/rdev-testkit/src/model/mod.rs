@@ -7,7 +7,7 @@
 
 mod conversation;
 mod reply;
-pub mod script;
+mod script;
 
 use std::{
     convert::Infallible,
@@ -30,7 +30,7 @@ use axum::{
     routing::post,
     Json, Router,
 };
-pub use conversation::{error_kind, Answer, Decision, DONE_TEXT};
+use conversation::Answer;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Environment variable naming a directory where every request body is dumped as JSON.
-pub const DUMP_DIR_ENV: &str = "SCRIPTED_MODEL_DUMP_DIR";
+const DUMP_DIR_ENV: &str = "SCRIPTED_MODEL_DUMP_DIR";
 
 /// One request the server saw, for test assertions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
