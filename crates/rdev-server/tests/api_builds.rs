@@ -3,15 +3,16 @@
 
 mod common;
 
-use common::{fresh_pg_database, spawn_app_configured, TestApp};
+use common::{spawn_app_configured, TestApp};
 use rdev_core::SecretString;
+use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-token-123";
 
 async fn app(pg: bool) -> TestApp {
     let url = if pg {
-        Some(fresh_pg_database().await)
+        Some(PgDatabase::create().await)
     } else {
         None
     };

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{fresh_pg_database, spawn_app, spawn_app_with};
+use common::{spawn_app, spawn_app_with};
+use rdev_testkit::pg::PgDatabase;
 use serde_json::Value;
 
 #[tokio::test]
@@ -28,7 +29,7 @@ async fn healthz_and_readyz_answer_on_sqlite() {
 
 #[tokio::test]
 async fn readyz_answers_on_postgres() {
-    let app = spawn_app_with(Some(fresh_pg_database().await)).await;
+    let app = spawn_app_with(Some(PgDatabase::create().await)).await;
     let r = reqwest::get(format!("{}/readyz", app.address))
         .await
         .unwrap();

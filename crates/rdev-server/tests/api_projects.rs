@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{fresh_pg_database, spawn_app, spawn_app_with, TestApp};
+use common::{spawn_app, spawn_app_with, TestApp};
+use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
 
 async fn crud_round_trip(app: TestApp) {
@@ -92,7 +93,7 @@ async fn project_crud_on_sqlite() {
 
 #[tokio::test]
 async fn project_crud_on_postgres() {
-    crud_round_trip(spawn_app_with(Some(fresh_pg_database().await)).await).await;
+    crud_round_trip(spawn_app_with(Some(PgDatabase::create().await)).await).await;
 }
 
 #[tokio::test]

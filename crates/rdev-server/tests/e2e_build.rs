@@ -7,12 +7,13 @@ mod common;
 
 use std::{collections::BTreeMap, path::Path, process::Command, sync::Arc, time::Duration};
 
-use common::{fresh_pg_database, spawn_app_configured, TestApp};
+use common::{spawn_app_configured, TestApp};
 use rdev_core::SecretString;
 use rdev_server::{callbacks::signing::verify, config::WoodpeckerConfig};
 use rdev_testkit::{
     claude_bin,
     git::{git, remote_head},
+    pg::PgDatabase,
     woodpecker::FakeWoodpecker,
     CallbackReceiver, ReceivedCallback, ScriptedModel,
 };
@@ -102,7 +103,7 @@ async fn world_with(pg: bool, opencode: bool) -> World {
     woodpecker.add_repo(1);
     let receiver = CallbackReceiver::start().await.unwrap();
     let url = if pg {
-        Some(fresh_pg_database().await)
+        Some(PgDatabase::create().await)
     } else {
         None
     };

@@ -54,8 +54,3 @@ pub async fn spawn_app_configured(
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(None).await
 }
-
-/// A fresh, empty PostgreSQL database; it is dropped when the returned handle is.
-pub async fn fresh_pg_database() -> rdev_testkit::pg::PgDatabase {
-    rdev_testkit::pg::PgDatabase::create().await
-}
