@@ -82,6 +82,16 @@ async fn agent_run_prints_json_events_exits_zero_and_never_echoes_the_api_key() 
     );
 }
 
+/// Checks that `rdev` failed with exactly one line on stderr starting with `prefix`, and
+/// returns that stderr.
+fn assert_one_line_failure(out: &Output, prefix: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(prefix), "{stderr}");
+    stderr
+}
+
 #[tokio::test]
 async fn agent_run_failure_is_one_line_on_stderr_and_a_nonzero_exit() {
     let model = ScriptedModel::start().await.unwrap();
@@ -99,13 +109,7 @@ async fn agent_run_failure_is_one_line_on_stderr_and_a_nonzero_exit() {
         ],
     )
     .await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("rdev: error: agent run failed: "),
-        "{stderr}"
-    );
+    let stderr = assert_one_line_failure(&out, "rdev: error: agent run failed: ");
     assert!(stderr.contains("500"), "{stderr}");
     // Readable mode prints one line per event, ending with the completion.
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -131,11 +135,8 @@ async fn agent_run_failure_is_one_line_on_stderr_and_a_nonzero_exit() {
         ],
     )
     .await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("rdev: error: unknown provider \"nope\" (known: claude-code"),
-        "{stderr}"
+    assert_one_line_failure(
+        &out,
+        "rdev: error: unknown provider \"nope\" (known: claude-code",
     );
 }
