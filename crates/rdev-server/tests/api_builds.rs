@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{spawn_app_configured, TestApp};
+use common::{get_json, spawn_app_configured, TestApp};
 use rdev_core::SecretString;
 use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
@@ -52,14 +52,7 @@ async fn post_build(app: &TestApp, project: &str, body: Value) -> (u16, Value) {
 }
 
 async fn queued(app: &TestApp) -> usize {
-    let v: Value = client()
-        .get(format!("{}/tasks", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&client(), format!("{}/tasks", app.address)).await;
     v["tasks"].as_array().unwrap().len()
 }
 
@@ -84,14 +77,7 @@ async fn accepted_and_idempotent(app: TestApp) {
     assert_ne!(first["task_id"].as_str().unwrap(), id);
     assert_eq!(queued(&app).await, 2);
 
-    let task: Value = client()
-        .get(format!("{}/tasks/{id}", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = get_json(&client(), format!("{}/tasks/{id}", app.address)).await;
     assert_eq!(task["status"], "queued");
     assert_eq!(task["spec"]["prompt"], "Add a contact page");
 }

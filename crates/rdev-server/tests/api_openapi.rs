@@ -3,21 +3,14 @@
 
 mod common;
 
-use common::spawn_app;
+use common::{get_json, spawn_app};
 use serde_json::Value;
 
 #[tokio::test]
 async fn every_documented_route_exists() {
     let app = spawn_app().await;
     let c = reqwest::Client::new();
-    let doc: Value = c
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&c, format!("{}/openapi.json", app.address)).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), 17);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{spawn_app, spawn_app_with, TestApp};
+use common::{get_json, spawn_app, spawn_app_with, TestApp};
 use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
 
@@ -33,14 +33,7 @@ async fn crud_round_trip(app: TestApp) {
         "conflict"
     );
 
-    let list: Value = c
-        .get(format!("{base}/projects"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&c, format!("{base}/projects")).await;
     assert_eq!(list["projects"].as_array().unwrap().len(), 1);
 
     let r = c
@@ -50,14 +43,7 @@ async fn crud_round_trip(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let shown: Value = c
-        .get(format!("{base}/projects/my-site"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = get_json(&c, format!("{base}/projects/my-site")).await;
     assert_eq!(shown["default_branch"], "release");
     assert_eq!(shown["woodpecker_repo_id"], 7);
     assert_eq!(shown["template"], Value::Null);
@@ -138,14 +124,7 @@ async fn bad_names_are_422_with_a_clear_message() {
         .unwrap();
     assert_eq!(r.status(), 422);
     // Nothing was created.
-    let list: Value = c
-        .get(format!("{}/projects", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&c, format!("{}/projects", app.address)).await;
     assert_eq!(list["projects"], json!([]));
 }
 
@@ -292,14 +271,7 @@ async fn template_variable_errors_are_422_and_create_nothing() {
             "{err}"
         );
     }
-    let list: Value = c
-        .get(format!("{}/projects", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&c, format!("{}/projects", app.address)).await;
     assert_eq!(list["projects"], json!([]));
 }
 
@@ -307,14 +279,7 @@ async fn template_variable_errors_are_422_and_create_nothing() {
 async fn templates_are_listed_with_their_variables() {
     let app = spawn_app().await;
     let c = reqwest::Client::new();
-    let list: Value = c
-        .get(format!("{}/templates", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&c, format!("{}/templates", app.address)).await;
     let names: Vec<&str> = list["templates"]
         .as_array()
         .unwrap()
@@ -325,14 +290,7 @@ async fn templates_are_listed_with_their_variables() {
         names.contains(&"astro-landing") && names.contains(&"static-site"),
         "{names:?}"
     );
-    let one: Value = c
-        .get(format!("{}/templates/astro-landing", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one = get_json(&c, format!("{}/templates/astro-landing", app.address)).await;
     assert_eq!(one["variables"]["title"]["required"], true);
     let r = c
         .get(format!("{}/templates/nope", app.address))

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use rdev_server::{Application, Config};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// A running rdev on a free port.
@@ -53,4 +54,9 @@ pub async fn spawn_app_configured(
 /// Starts rdev on a fresh SQLite database.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(None).await
+}
+
+/// GETs `url` with `client` and parses the body as JSON, whatever the status.
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
