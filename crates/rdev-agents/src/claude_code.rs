@@ -11,11 +11,7 @@ pub mod run;
 pub mod stream;
 pub mod transport;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use config::{ClaudeCodeConfig, ConfigError, KubectlConfig, PermissionMode, TransportConfig};
 use rdev_core::{
@@ -55,16 +51,6 @@ impl ClaudeCodeAgent {
             bin,
             runs: RunTable::default(),
         })
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> &ClaudeCodeConfig {
-        &self.config
-    }
-
-    /// The `claude` binary runs use.
-    pub fn bin(&self) -> &Path {
-        &self.bin
     }
 }
 

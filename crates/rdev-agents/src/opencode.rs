@@ -127,11 +127,6 @@ impl OpenCodeAgent {
         }
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &OpenCodeConfig {
-        &self.config
-    }
-
     /// The supervised server, if this adapter runs its own.
     pub fn server(&self) -> Option<&OpenCodeServer> {
         match &self.endpoint {

@@ -118,7 +118,9 @@ fn run_env(
             SecretString::new(dir.to_string_lossy().into_owned()),
         );
     }
-    for (k, v) in config.env.iter().chain(request.env.iter()) {
+    // `config.env` names were checked once, in `ClaudeCodeAgent::new`.
+    env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for (k, v) in &request.env {
         check_env_name(k).map_err(|e| invalid("env", e.to_string()))?;
         env.insert(k.clone(), v.clone());
     }

@@ -33,7 +33,6 @@ pub struct FinalResult {
 pub struct StreamParser {
     lines: u64,
     session_id: Option<String>,
-    model: Option<String>,
     result: Option<FinalResult>,
 }
 
@@ -84,7 +83,7 @@ impl StreamParser {
         match kind {
             "system" if obj.get("subtype").and_then(Value::as_str) == Some("init") => {
                 self.session_id = take_string(&mut obj, "session_id").or(self.session_id.take());
-                self.model = take_string(&mut obj, "model");
+                let model = take_string(&mut obj, "model");
                 let tools = match obj.remove("tools") {
                     Some(Value::Array(tools)) => tools
                         .into_iter()
@@ -97,7 +96,7 @@ impl StreamParser {
                 };
                 out.push(AgentEvent::Started {
                     session_id: self.session_id.clone(),
-                    model: self.model.clone(),
+                    model,
                     tools,
                 });
             }

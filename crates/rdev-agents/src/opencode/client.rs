@@ -313,23 +313,6 @@ impl OpenCodeClient {
             .await
     }
 
-    /// `POST /session/{id}/prompt_async`: starts a turn and returns at once. The server
-    /// answers before it has stored the prompt, so an abort sent right after may miss the
-    /// turn; runs use [`Self::prompt`], whose answer marks the end of the turn.
-    pub async fn prompt_async(
-        &self,
-        session: &str,
-        directory: &Path,
-        text: &str,
-        model: Option<&ModelRef>,
-    ) -> Result<(), ClientError> {
-        let path = format!("/session/{session}/prompt_async");
-        let body = prompt_body(text, model);
-        self.call("POST", &path, Some(directory), Some(body))
-            .await
-            .map(drop)
-    }
-
     /// `POST /session/{id}/abort`: stops the running turn; `true` if the server says so.
     pub async fn abort(&self, session: &str, directory: &Path) -> Result<bool, ClientError> {
         let path = format!("/session/{session}/abort");
