@@ -136,14 +136,8 @@ impl Outcome {
 
 /// Runs `req` to its end and collects every event; panics if it hangs.
 pub async fn run(agent: &OpenCodeAgent, req: AgentRequest) -> Outcome {
-    let (tx, mut rx) = mpsc::channel(64);
-    let collect = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
+    let (tx, rx) = mpsc::channel(64);
+    let collect = tokio::spawn(drain(rx));
     let result = tokio::time::timeout(HANG_GUARD, agent.execute(req, tx))
         .await
         .expect("execute hung");
