@@ -182,6 +182,12 @@ async fn main() {
         .iter()
         .filter(|r| r.status == AgentStatus::Success)
         .count();
+    // Printed before the asserts, so a failing bench still says how many runs succeeded.
+    println!(
+        "claude_concurrency: {sessions} sessions, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("  completed successfully: {ok}/{sessions}");
     for (r, dir) in results.iter().zip(&paths) {
         assert_eq!(r.status, AgentStatus::Success, "{r:?}");
         assert_eq!(std::fs::read_to_string(dir.join("ok.txt")).unwrap(), "ok\n");
@@ -190,11 +196,6 @@ async fn main() {
     let peaks = peaks.lock().unwrap();
     let mb: Vec<f64> = peaks.values().map(|kb| *kb as f64 / 1024.0).collect();
     let (mmin, mmed, mmax) = stats(mb.clone());
-    println!(
-        "claude_concurrency: {sessions} sessions, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("  completed successfully: {ok}/{sessions}");
     println!(
         "  load average at start / end: {load_start} / {}",
         loadavg()

@@ -145,8 +145,13 @@ async fn cancel_during_run_kills_the_whole_family_including_detached_grandchildr
     for pid in pids {
         assert!(is_dead(pid), "pid {pid} survived the cancel");
     }
-    // A cancel after the end is a no-op.
+    // A cancel after the end is a no-op: a run reusing the id is not cancelled before it
+    // starts, it runs (into its timeout, as the stand-in blocks).
     agent.cancel(run_id).await.unwrap();
+    let mut req = f.request("go", 1);
+    req.run_id = run_id;
+    let (result, _) = run(&agent, req).await;
+    assert_eq!(result.unwrap().status, AgentStatus::TimedOut);
 }
 
 #[tokio::test]
@@ -220,10 +225,15 @@ async fn cancel_after_finish_is_a_noop_and_background_jobs_do_not_outlive_the_ru
         (5, 2, 1)
     );
     assert!(matches!(&events[0], AgentEvent::Started { session_id: Some(s), .. } if s == "sess-1"));
-    agent.cancel(run_id).await.unwrap();
     for pid in wait_for_pids(&pids, 1).await {
         assert!(is_dead(pid), "background job {pid} outlived the run");
     }
+    // A cancel after the end is a no-op: a run reusing the id still runs.
+    agent.cancel(run_id).await.unwrap();
+    let mut req = f.request("go", 60);
+    req.run_id = run_id;
+    let (result, _) = run(&agent, req).await;
+    assert_eq!(result.unwrap().status, AgentStatus::Success);
 }
 
 #[tokio::test]

@@ -235,8 +235,11 @@ async fn cancel_after_completion_is_a_no_op(env: Arc<Env>) {
     assert_eq!(out.ok().status, AgentStatus::Success);
     env.agent.cancel(run_id).await.unwrap();
     env.agent.cancel(run_id).await.unwrap();
-    // A later run is unaffected by the late cancels.
-    let again = run(&env.agent, request("@@reply again", &dir)).await;
+    // A later run is unaffected by the late cancels, even one that reuses the id (a late
+    // cancel wrongly kept as an early one would end it as "cancelled before start").
+    let mut req = request("@@reply again", &dir);
+    req.run_id = run_id;
+    let again = run(&env.agent, req).await;
     assert_eq!(again.ok().output, "again");
 }
 
