@@ -68,6 +68,8 @@ pub struct OpenCodeAgent {
     config: OpenCodeConfig,
     endpoint: Endpoint,
     runs: RunTable,
+    /// Secret values that must never leave the adapter in events or results.
+    redactor: EventRedactor,
 }
 
 impl OpenCodeAgent {
@@ -83,6 +85,7 @@ impl OpenCodeAgent {
             .map(|p| (config.username().to_owned(), p));
         let client = OpenCodeClient::new(base, auth, config.request_timeout)?;
         Ok(Self {
+            redactor: config.redactor(None),
             config,
             endpoint: Endpoint::Fixed(client),
             runs: RunTable::default(),
@@ -98,6 +101,7 @@ impl OpenCodeAgent {
         config.validate()?;
         let server = OpenCodeServer::start(&config, shutdown)?;
         Ok(Self {
+            redactor: server.redactor().clone(),
             config,
             endpoint: Endpoint::Supervised {
                 server,
@@ -164,22 +168,6 @@ impl OpenCodeAgent {
             }
         }
     }
-
-    /// Secret values that must never leave the adapter in events or results.
-    fn redactor(&self, request: &AgentRequest) -> EventRedactor {
-        let mut secrets: Vec<String> = request
-            .env
-            .values()
-            .chain(self.config.server.env.values())
-            .chain(self.config.password.iter())
-            .chain(self.config.server.config_content.iter())
-            .map(|s| s.expose().to_owned())
-            .collect();
-        if let Endpoint::Supervised { server, .. } = &self.endpoint {
-            secrets.push(server.credentials().1.expose().to_owned());
-        }
-        EventRedactor::new(secrets.iter().map(String::as_str))
-    }
 }
 
 #[async_trait::async_trait]
@@ -227,7 +215,7 @@ impl CodeAgent for OpenCodeAgent {
         let ctx = run::RunContext {
             config: &self.config,
             client,
-            redactor: self.redactor(&request),
+            redactor: &self.redactor,
         };
         run::run(ctx, request, events, token).await
     }

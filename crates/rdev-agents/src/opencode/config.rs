@@ -13,6 +13,8 @@ use std::{
 use rdev_core::{ErrorCode, SecretString, DEFAULT_AVAILABILITY_TIMEOUT};
 use serde::Deserialize;
 
+use crate::claude_code::redact::EventRedactor;
+
 /// Environment variable that overrides [`OpenCodeConfig::url`].
 pub const URL_ENV: &str = "RDEV_OPENCODE_URL";
 /// Environment variable that overrides [`OpenCodeConfig::bin`].
@@ -217,6 +219,21 @@ impl OpenCodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// A redactor for every secret of this configuration (password, server env, inline
+    /// server config) plus `server_password`, the password a supervised server actually
+    /// uses. Built once per adapter: none of them change while it runs.
+    pub fn redactor(&self, server_password: Option<&SecretString>) -> EventRedactor {
+        EventRedactor::new(
+            self.server
+                .env
+                .values()
+                .chain(&self.password)
+                .chain(&self.server.config_content)
+                .chain(server_password)
+                .map(SecretString::expose),
+        )
     }
 
     /// The basic-auth user name in effect.

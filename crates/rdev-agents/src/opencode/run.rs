@@ -59,7 +59,7 @@ pub(super) struct RunContext<'a> {
     pub config: &'a OpenCodeConfig,
     pub client: OpenCodeClient,
     /// Secret values to scrub from everything the run emits.
-    pub redactor: EventRedactor,
+    pub redactor: &'a EventRedactor,
 }
 
 /// Why the run loop stopped before the session went idle by itself.

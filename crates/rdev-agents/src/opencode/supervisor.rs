@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use backon::BackoffBuilder;
 use rand::{distr::Alphanumeric, Rng};
-use rdev_core::{ErrorCode, SecretString};
+use rdev_core::{secrets::REDACTED, ErrorCode, SecretString};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{ChildStdout, Command},
@@ -24,7 +24,7 @@ use super::{
     config::{OpenCodeConfig, PASSWORD_ENV, USERNAME_ENV},
 };
 use crate::{
-    claude_code::config::env_pattern_matches,
+    claude_code::{config::env_pattern_matches, redact::EventRedactor},
     process::{spawn_in_group, BoundedCapture, GroupChild},
 };
 
@@ -84,6 +84,7 @@ pub struct OpenCodeServer {
     task: Option<JoinHandle<()>>,
     username: String,
     password: SecretString,
+    redactor: EventRedactor,
 }
 
 impl OpenCodeServer {
@@ -106,6 +107,7 @@ impl OpenCodeServer {
         // local user could otherwise drive an agent that edits checkouts.
         let password = config.password.clone().unwrap_or_else(random_password);
         let username = config.username().to_owned();
+        let redactor = config.redactor(Some(&password));
         let stop = shutdown.child_token();
         let (tx, rx) = watch::channel(ServerState::Starting);
         let sup = Supervisor {
@@ -114,6 +116,7 @@ impl OpenCodeServer {
             state_dir,
             username: username.clone(),
             password: password.clone(),
+            redactor: redactor.clone(),
             stop: stop.clone(),
             state: tx,
         };
@@ -124,6 +127,7 @@ impl OpenCodeServer {
             task: Some(task),
             username,
             password,
+            redactor,
         })
     }
 
@@ -135,6 +139,11 @@ impl OpenCodeServer {
     /// The basic-auth credentials clients must use.
     pub fn credentials(&self) -> (String, SecretString) {
         (self.username.clone(), self.password.clone())
+    }
+
+    /// A redactor for the server's secrets: its password, environment and inline config.
+    pub fn redactor(&self) -> &EventRedactor {
+        &self.redactor
     }
 
     /// Waits until the server is ready (or `timeout` passes) and returns its URL and
@@ -192,6 +201,8 @@ struct Supervisor {
     state_dir: PathBuf,
     username: String,
     password: SecretString,
+    /// Scrubs the secrets above from stderr before it reaches logs, states and errors.
+    redactor: EventRedactor,
     stop: CancellationToken,
     state: watch::Sender<ServerState>,
 }
@@ -379,20 +390,31 @@ impl Supervisor {
             Some(c) => c.finish(Duration::from_millis(500)).await,
             None => String::new(),
         };
-        let text = text.trim();
-        let tail: String = text
-            .chars()
-            .rev()
-            .take(2000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        if tail.is_empty() {
-            "(none)".to_owned()
-        } else {
-            tail.replace(self.password.expose(), "[redacted]")
-        }
+        stderr_tail(&text, &self.redactor, &self.password)
+    }
+}
+
+/// The last 2000 characters of a server's stderr with every secret redacted. The server
+/// may print its environment or configuration, and the tail goes into logs, states and
+/// errors. Redacted before cutting, so a secret across the cut cannot leave a piece behind.
+fn stderr_tail(text: &str, redactor: &EventRedactor, password: &SecretString) -> String {
+    let mut text = redactor.text(text.trim());
+    // The redactor skips short values; a short configured password is still hidden.
+    if !password.expose().is_empty() {
+        text = text.replace(password.expose(), REDACTED);
+    }
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if tail.is_empty() {
+        "(none)".to_owned()
+    } else {
+        tail
     }
 }
 
@@ -420,6 +442,33 @@ mod tests {
         let url = parse_listening("opencode server listening on http://127.0.0.1:4096").unwrap();
         assert_eq!(url.port(), Some(4096));
         assert!(parse_listening("Warning: OPENCODE_SERVER_PASSWORD is not set").is_none());
+    }
+
+    #[test]
+    fn stderr_tail_redacts_server_env_config_and_password() {
+        let mut config = OpenCodeConfig::default();
+        config.server.env.insert(
+            "PROVIDER_API_KEY".into(),
+            SecretString::new("sk-env-secret-1234"),
+        );
+        config.server.config_content = Some(SecretString::new(r#"{"key":"cfg-secret-5678"}"#));
+        let password = SecretString::new("pw");
+        let redactor = config.redactor(Some(&password));
+        let stderr = format!(
+            "  boot\nenv: PROVIDER_API_KEY=sk-env-secret-1234 b64={}\nconfig: {{\"key\":\"cfg-secret-5678\"}}\nauth pw\n",
+            "c2stZW52LXNlY3JldC0xMjM0"
+        );
+        let tail = stderr_tail(&stderr, &redactor, &password);
+        for secret in [
+            "sk-env-secret-1234",
+            "c2stZW52LXNlY3JldC0xMjM0",
+            "cfg-secret-5678",
+            "pw",
+        ] {
+            assert!(!tail.contains(secret), "{secret} in {tail}");
+        }
+        assert!(tail.starts_with("boot"), "{tail}");
+        assert_eq!(stderr_tail(" \n", &redactor, &password), "(none)");
     }
 
     #[test]
