@@ -15,14 +15,14 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use config::{ClaudeCodeConfig, ConfigError, KubectlConfig, PermissionMode, TransportConfig};
 use rdev_core::{
-    AgentError, AgentEvent, AgentProvider, AgentRequest, AgentResult, AgentStatus, Capabilities,
-    CodeAgent, EventSink, RequestLimits, RunId, Usage,
+    AgentError, AgentProvider, AgentRequest, AgentResult, AgentStatus, Capabilities, CodeAgent,
+    EventSink, RequestLimits, RunId,
 };
 pub use stream::{FinalResult, LineReader, StreamParser};
 use tracing::Instrument;
 pub use transport::{KubectlTransport, LocalTransport, Transport};
 
-use crate::run_table::RunTable;
+use crate::{common, run_table::RunTable};
 
 /// The Claude Code CLI as a [`CodeAgent`].
 #[derive(Debug)]
@@ -54,18 +54,6 @@ impl ClaudeCodeAgent {
     }
 }
 
-fn cancelled_before_start(session_id: Option<String>) -> AgentResult {
-    AgentResult {
-        status: AgentStatus::Cancelled,
-        output: "cancelled before start".to_owned(),
-        session_id,
-        cost_usd: None,
-        usage: Usage::default(),
-        num_turns: 0,
-        duration: Duration::ZERO,
-    }
-}
-
 #[async_trait::async_trait]
 impl CodeAgent for ClaudeCodeAgent {
     fn provider(&self) -> AgentProvider {
@@ -89,9 +77,10 @@ impl CodeAgent for ClaudeCodeAgent {
     ) -> Result<AgentResult, AgentError> {
         request.validate(&RequestLimits::UNBOUNDED)?;
         let Some(active) = self.runs.register(request.run_id) else {
-            let result = cancelled_before_start(request.session_id.clone());
-            let _ = events.send(AgentEvent::Completed(result.clone())).await;
-            return Ok(result);
+            let output = "cancelled before start".to_owned();
+            let session = request.session_id.clone();
+            let status = AgentStatus::Cancelled;
+            return Ok(common::end_early(&events, status, output, session, Duration::ZERO).await);
         };
         let ctx = run::RunContext {
             config: &self.config,

@@ -4,6 +4,7 @@
 //! `rdev_core::AgentEvent`.
 
 pub mod claude_code;
+mod common;
 pub mod opencode;
 pub mod process;
 pub mod run_table;

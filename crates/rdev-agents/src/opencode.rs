@@ -17,13 +17,13 @@ pub use client::{ClientError, Health, OpenCodeClient, ServerEvent, SessionInfo};
 pub use config::{ConfigError, ModelRef, OpenCodeConfig, ServerConfig};
 pub use events::{summarize, EventMapper, Summary};
 use rdev_core::{
-    AgentError, AgentEvent, AgentProvider, AgentRequest, AgentResult, AgentStatus, Capabilities,
-    CodeAgent, ErrorCode, EventSink, RequestLimits, RunId, Usage, ValidationError,
+    AgentError, AgentProvider, AgentRequest, AgentResult, AgentStatus, Capabilities, CodeAgent,
+    ErrorCode, EventSink, RequestLimits, RunId, ValidationError,
 };
 pub use supervisor::{OpenCodeServer, ServerState, SupervisorError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{claude_code::redact::EventRedactor, run_table::RunTable};
+use crate::{claude_code::redact::EventRedactor, common, run_table::RunTable};
 
 /// Why the adapter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -202,14 +202,20 @@ impl CodeAgent for OpenCodeAgent {
                     .to_owned(),
             }));
         }
+        // A run that never reached the server ends as cancelled, and reports it.
+        let cancelled = |why: &str| {
+            let session = request.session_id.clone();
+            let (status, output) = (AgentStatus::Cancelled, why.to_owned());
+            common::end_early(&events, status, output, session, Duration::ZERO)
+        };
         let Some(active) = self.runs.register(request.run_id) else {
-            return Ok(cancelled(&request, "cancelled before start", &events).await);
+            return Ok(cancelled("cancelled before start").await);
         };
         let token = active.token().clone();
         let client = tokio::select! {
             c = self.client() => c?,
             _ = token.cancelled() => {
-                return Ok(cancelled(&request, "cancelled before the server was ready", &events).await);
+                return Ok(cancelled("cancelled before the server was ready").await);
             }
         };
         let ctx = run::RunContext {
@@ -224,19 +230,4 @@ impl CodeAgent for OpenCodeAgent {
         self.runs.cancel(run);
         Ok(())
     }
-}
-
-/// Ends a run that never reached the server as cancelled, and reports it.
-async fn cancelled(request: &AgentRequest, why: &str, events: &EventSink) -> AgentResult {
-    let result = AgentResult {
-        status: AgentStatus::Cancelled,
-        output: why.to_owned(),
-        session_id: request.session_id.clone(),
-        cost_usd: None,
-        usage: Usage::default(),
-        num_turns: 0,
-        duration: Duration::ZERO,
-    };
-    let _ = events.send(AgentEvent::Completed(result.clone())).await;
-    result
 }

@@ -25,7 +25,10 @@ use super::{
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
 };
-use crate::process::{self, BoundedCapture, GroupChild};
+use crate::{
+    common::{invalid, sleep_opt},
+    process::{self, BoundedCapture, GroupChild},
+};
 
 /// Most stderr kept for error messages.
 pub const STDERR_LIMIT: usize = 16 * 1024;
@@ -125,10 +128,6 @@ fn run_env(
         env.insert(k.clone(), v.clone());
     }
     Ok(env.into_iter().collect())
-}
-
-fn invalid(field: &'static str, reason: String) -> AgentError {
-    AgentError::Invalid(rdev_core::ValidationError::InvalidField { field, reason })
 }
 
 /// Why the read loop stopped.
@@ -292,13 +291,6 @@ pub async fn run(
     redactor.result(&mut result);
     let _ = events.send(AgentEvent::Completed(result.clone())).await;
     Ok(result)
-}
-
-async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn display_program(ctx: &RunContext<'_>, command: &tokio::process::Command) -> String {

@@ -9,10 +9,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use futures::StreamExt;
-use rdev_core::{
-    AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, EventSink, Usage,
-    ValidationError,
-};
+use rdev_core::{AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, EventSink, Usage};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -24,7 +21,10 @@ use super::{
     config::{ModelRef, OpenCodeConfig},
     events::{summarize, EventMapper},
 };
-use crate::claude_code::redact::EventRedactor;
+use crate::{
+    claude_code::redact::EventRedactor,
+    common::{end_early, invalid, sleep_opt},
+};
 
 /// Capacity of the channel between the SSE reader task and the run loop.
 ///
@@ -421,20 +421,8 @@ impl Run<'_> {
             Some(_) => "before the prompt was sent",
         };
         let output = format!("{verb} {stage}");
-        let result = AgentResult {
-            status,
-            output,
-            session_id: self.session.clone(),
-            cost_usd: None,
-            usage: Usage::default(),
-            num_turns: 0,
-            duration: self.started.elapsed(),
-        };
-        let _ = self
-            .events
-            .send(AgentEvent::Completed(result.clone()))
-            .await;
-        Ok(result)
+        let (session, elapsed) = (self.session.clone(), self.started.elapsed());
+        Ok(end_early(self.events, status, output, session, elapsed).await)
     }
 
     /// Builds the final result from the stored messages (falling back to what the stream
@@ -596,13 +584,6 @@ fn spawn_reader(
     rx
 }
 
-async fn sleep_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Ids of the user messages in a `GET /session/{id}/message` list.
 fn user_message_ids(messages: &[serde_json::Value]) -> Vec<String> {
     messages
@@ -611,10 +592,6 @@ fn user_message_ids(messages: &[serde_json::Value]) -> Vec<String> {
         .filter_map(|m| m.pointer("/info/id").and_then(|i| i.as_str()))
         .map(str::to_owned)
         .collect()
-}
-
-fn invalid(field: &'static str, reason: String) -> AgentError {
-    AgentError::Invalid(ValidationError::InvalidField { field, reason })
 }
 
 /// The working directory as an absolute, existing directory (OpenCode keys its instances
