@@ -6,7 +6,6 @@
 //! never pass the prompt or a secret through argv or a shell.
 
 pub mod config;
-pub mod redact;
 pub mod run;
 pub mod stream;
 pub mod transport;
@@ -41,7 +40,7 @@ impl ClaudeCodeAgent {
             TransportConfig::Local => Arc::new(LocalTransport),
             TransportConfig::Kubectl(k) => Arc::new(KubectlTransport::new(
                 k.clone(),
-                run::inherited_env(&config),
+                crate::env::inherited(&config.inherit_env),
             )),
         };
         let bin = config.resolve_bin();

@@ -5,6 +5,9 @@
 
 pub mod claude_code;
 mod common;
+pub mod env;
 pub mod opencode;
 pub mod process;
+pub mod redact;
 pub mod run_table;
+pub mod settings;

@@ -23,7 +23,7 @@ use rdev_core::{
 pub use supervisor::{OpenCodeServer, ServerState, SupervisorError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{claude_code::redact::EventRedactor, common, run_table::RunTable};
+use crate::{common, redact::EventRedactor, run_table::RunTable};
 
 /// Why the adapter could not be built.
 #[derive(Debug, thiserror::Error)]

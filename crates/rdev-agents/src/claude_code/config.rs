@@ -12,6 +12,8 @@ use std::{
 use rdev_core::{ErrorCode, SecretString, DEFAULT_AVAILABILITY_TIMEOUT};
 use serde::Deserialize;
 
+use crate::settings::{self, secs};
+
 /// Environment variable that overrides [`ClaudeCodeConfig::bin`].
 pub const BIN_ENV: &str = "RDEV_CLAUDE_BIN";
 
@@ -65,7 +67,7 @@ impl Default for ClaudeCodeConfig {
             availability_timeout: DEFAULT_AVAILABILITY_TIMEOUT,
             kill_grace: Duration::from_secs(3),
             env: BTreeMap::new(),
-            inherit_env: DEFAULT_INHERIT_ENV
+            inherit_env: crate::env::DEFAULT_INHERIT_ENV
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
@@ -75,33 +77,6 @@ impl Default for ClaudeCodeConfig {
         }
     }
 }
-
-/// Variables a CLI needs to run at all (paths, locale, proxies, CA bundles) plus the
-/// CLI's own `ANTHROPIC_*`/`CLAUDE_CODE_*` settings and `KUBECONFIG` for kubectl.
-pub const DEFAULT_INHERIT_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LC_*",
-    "TERM",
-    "TMPDIR",
-    "TZ",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "NODE_EXTRA_CA_CERTS",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "KUBECONFIG",
-    "ANTHROPIC_*",
-    "CLAUDE_CODE_*",
-];
 
 /// Claude Code's `--permission-mode` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -210,7 +185,7 @@ impl ClaudeCodeConfig {
             return bin.clone();
         }
         if self.transport == TransportConfig::Local {
-            if let Some(found) = discover_setup_tools_bin() {
+            if let Some(found) = settings::discover_setup_tools_bin(SETUP_TOOLS_BIN) {
                 return found;
             }
         }
@@ -219,27 +194,11 @@ impl ClaudeCodeConfig {
 
     /// The root of the per-directory `CLAUDE_CONFIG_DIR`s.
     pub fn resolve_config_root(&self) -> PathBuf {
-        if let Some(root) = &self.config_root {
-            return root.clone();
-        }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")));
-        match state {
-            Some(s) => s.join("rdev").join("claude"),
-            None => std::env::temp_dir().join("rdev-claude"),
+        match &self.config_root {
+            Some(root) => root.clone(),
+            None => settings::state_dir("claude"),
         }
     }
-}
-
-/// `<dir>/.tools/node_modules/.bin/claude` for the first `dir` among the current
-/// directory, its ancestors and the running executable's ancestors that has it.
-pub fn discover_setup_tools_bin() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok();
-    let exe = std::env::current_exe().ok();
-    let roots = cwd.iter().chain(exe.iter()).flat_map(|p| p.ancestors());
-    roots.map(|d| d.join(SETUP_TOOLS_BIN)).find(|p| p.is_file())
 }
 
 /// The config dir of one working directory below `root`: the absolute path with every
@@ -258,34 +217,10 @@ pub fn config_dir_for(root: &Path, workdir: &Path) -> PathBuf {
 
 /// Whether `name` is a portable environment variable name.
 pub fn check_env_name(name: &str) -> Result<(), ConfigError> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if crate::env::is_valid_name(name) {
         Ok(())
     } else {
         Err(ConfigError::InvalidEnvName(name.to_owned()))
-    }
-}
-
-/// Whether `name` matches one of `patterns` (exact, or a prefix ending in `*`).
-pub fn env_pattern_matches(patterns: &[String], name: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => p == name,
-    })
-}
-
-/// Durations written as (possibly fractional) seconds in configuration.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
@@ -334,15 +269,6 @@ mod tests {
             ..ClaudeCodeConfig::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::MissingPod));
-    }
-
-    #[test]
-    fn env_patterns_match_exact_names_and_prefixes() {
-        let p: Vec<String> = vec!["PATH".into(), "ANTHROPIC_*".into()];
-        assert!(env_pattern_matches(&p, "PATH"));
-        assert!(env_pattern_matches(&p, "ANTHROPIC_BASE_URL"));
-        assert!(!env_pattern_matches(&p, "PATHX"));
-        assert!(!env_pattern_matches(&p, "RDEV_MASTER_KEY"));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! unavailable CLI. It owns no state across runs (the agent keeps the cancel table).
 
 use std::{
-    ffi::OsString,
     path::PathBuf,
     process::ExitStatus,
     time::{Duration, Instant},
@@ -17,17 +16,14 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{
-        check_env_name, config_dir_for, env_pattern_matches, ClaudeCodeConfig, PermissionMode,
-        TransportConfig,
-    },
-    redact::EventRedactor,
+    config::{check_env_name, config_dir_for, ClaudeCodeConfig, PermissionMode, TransportConfig},
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
 };
 use crate::{
     common::{invalid, sleep_opt},
     process::{self, BoundedCapture, GroupChild},
+    redact::EventRedactor,
 };
 
 /// Most stderr kept for error messages.
@@ -78,16 +74,6 @@ pub fn cli_args(config: &ClaudeCodeConfig, request: &AgentRequest) -> Vec<String
     }
     args.extend(config.extra_args.iter().cloned());
     args
-}
-
-/// rdev's environment filtered by `inherit_env`.
-pub fn inherited_env(config: &ClaudeCodeConfig) -> Vec<(OsString, OsString)> {
-    std::env::vars_os()
-        .filter(|(k, _)| {
-            k.to_str()
-                .is_some_and(|k| env_pattern_matches(&config.inherit_env, k))
-        })
-        .collect()
 }
 
 /// Whether an inherited variable's value is treated as a secret for redaction.
@@ -151,7 +137,7 @@ pub async fn run(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + request.timeout;
     let env = run_env(ctx.config, &request)?;
-    let inherited = inherited_env(ctx.config);
+    let inherited = crate::env::inherited(&ctx.config.inherit_env);
     // Redact what the configuration and the request supplied, and inherited variables
     // whose names say they are credentials; rdev's own flags and paths are not secrets.
     let redactor = EventRedactor::new(

@@ -4,16 +4,15 @@
 //! This module resolves settings and environment overrides; it never opens a connection
 //! or starts a process.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use rdev_core::{ErrorCode, SecretString, DEFAULT_AVAILABILITY_TIMEOUT};
 use serde::Deserialize;
 
-use crate::claude_code::redact::EventRedactor;
+use crate::{
+    redact::EventRedactor,
+    settings::{self, secs},
+};
 
 /// Environment variable that overrides [`OpenCodeConfig::url`].
 pub const URL_ENV: &str = "RDEV_OPENCODE_URL";
@@ -115,7 +114,7 @@ impl Default for ServerConfig {
             config_file: None,
             config_content: None,
             env: BTreeMap::new(),
-            inherit_env: crate::claude_code::config::DEFAULT_INHERIT_ENV
+            inherit_env: crate::env::DEFAULT_INHERIT_ENV
                 .iter()
                 .chain(EXTRA_INHERIT_ENV)
                 .map(|s| (*s).to_owned())
@@ -128,7 +127,7 @@ impl Default for ServerConfig {
 }
 
 /// Variables passed through to a supervised server besides the CLI defaults
-/// ([`crate::claude_code::config::DEFAULT_INHERIT_ENV`]: paths, locale, proxies, CA
+/// ([`crate::env::DEFAULT_INHERIT_ENV`]: paths, locale, proxies, CA
 /// bundles, `ANTHROPIC_*` keys): OpenCode's own switches.
 pub const EXTRA_INHERIT_ENV: &[&str] = &["OPENCODE_DISABLE_*", "OPENCODE_MODELS_PATH"];
 
@@ -214,7 +213,7 @@ impl OpenCodeConfig {
             ModelRef::parse(model)?;
         }
         for name in self.server.env.keys() {
-            if crate::claude_code::config::check_env_name(name).is_err() {
+            if !crate::env::is_valid_name(name) {
                 return Err(ConfigError::InvalidEnvName(name.clone()));
             }
         }
@@ -248,21 +247,15 @@ impl OpenCodeConfig {
         if let Some(bin) = &self.bin {
             return bin.clone();
         }
-        discover_setup_tools_bin().unwrap_or_else(|| PathBuf::from("opencode"))
+        settings::discover_setup_tools_bin(SETUP_TOOLS_BIN)
+            .unwrap_or_else(|| PathBuf::from("opencode"))
     }
 
     /// The root of a supervised server's private state.
     pub fn resolve_state_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.server.state_dir {
-            return dir.clone();
-        }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")));
-        match state {
-            Some(s) => s.join("rdev").join("opencode"),
-            None => std::env::temp_dir().join("rdev-opencode"),
+        match &self.server.state_dir {
+            Some(dir) => dir.clone(),
+            None => settings::state_dir("opencode"),
         }
     }
 }
@@ -291,27 +284,6 @@ fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
-    }
-}
-
-/// `<dir>/.tools/node_modules/.bin/opencode` for the first `dir` among the current
-/// directory, its ancestors and the running executable's ancestors that has it.
-pub fn discover_setup_tools_bin() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok();
-    let exe = std::env::current_exe().ok();
-    let roots = cwd.iter().chain(exe.iter()).flat_map(|p| p.ancestors());
-    roots.map(|d| d.join(SETUP_TOOLS_BIN)).find(|p| p.is_file())
-}
-
-/// Durations written as (possibly fractional) seconds in configuration.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

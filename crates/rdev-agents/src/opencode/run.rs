@@ -22,8 +22,8 @@ use super::{
     events::{summarize, EventMapper},
 };
 use crate::{
-    claude_code::redact::EventRedactor,
     common::{end_early, invalid, sleep_opt},
+    redact::EventRedactor,
 };
 
 /// Capacity of the channel between the SSE reader task and the run loop.

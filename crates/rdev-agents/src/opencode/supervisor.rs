@@ -24,8 +24,8 @@ use super::{
     config::{OpenCodeConfig, PASSWORD_ENV, USERNAME_ENV},
 };
 use crate::{
-    claude_code::{config::env_pattern_matches, redact::EventRedactor},
     process::{spawn_in_group, BoundedCapture, GroupChild},
+    redact::EventRedactor,
 };
 
 /// How much of the server's stderr is kept for error messages.
@@ -255,13 +255,8 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            if env_pattern_matches(&server.inherit_env, name) {
-                cmd.env(name, value);
-            }
-        }
-        cmd.env("XDG_DATA_HOME", self.state_dir.join("data"))
+        cmd.envs(crate::env::inherited(&server.inherit_env))
+            .env("XDG_DATA_HOME", self.state_dir.join("data"))
             .env("XDG_CONFIG_HOME", self.state_dir.join("config"))
             .env("XDG_CACHE_HOME", self.state_dir.join("cache"))
             .env("XDG_STATE_HOME", self.state_dir.join("state"))
