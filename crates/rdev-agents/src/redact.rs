@@ -4,6 +4,8 @@
 //! stream itself must be scrubbed. This module only chooses which values count and walks
 //! the event shapes; the matching is core's.
 
+use std::borrow::Cow;
+
 use rdev_core::{AgentEvent, AgentResult};
 
 /// Values shorter than this are not treated as secrets: env such as `CLAUDE_CODE_MAX_RETRIES
@@ -24,13 +26,10 @@ impl EventRedactor {
         Self { inner }
     }
 
-    /// Redacts `s` in place.
+    /// Redacts `s` in place; a string without a secret is not copied.
     pub fn string(&self, s: &mut String) {
-        if !self.inner.is_empty() {
-            let r = self.inner.redact(s);
-            if r != *s {
-                *s = r;
-            }
+        if let Cow::Owned(r) = self.inner.redact_cow(s) {
+            *s = r;
         }
     }
 

@@ -5,7 +5,7 @@
 //! RFC 3986 unreserved kept, `application/x-www-form-urlencoded`; upper and lower hex) and
 //! JSON string escaping. It is pure: no I/O, no logging, and its `Debug` never shows a value.
 
-use std::{collections::BTreeSet, fmt};
+use std::{borrow::Cow, collections::BTreeSet, fmt};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::{
@@ -87,10 +87,28 @@ impl Redactor {
 
     /// `text` with every known form of every value replaced by [`REDACTED`].
     pub fn redact(&self, text: &str) -> String {
-        match &self.matcher {
-            Some(m) => m.replace_all(text, &vec![REDACTED; self.patterns]),
-            None => text.to_owned(),
+        self.redact_cow(text).into_owned()
+    }
+
+    /// Like [`Self::redact`], but borrows `text` when it holds no secret, so large
+    /// outputs without one (the common case) are scanned and never copied.
+    pub fn redact_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Some(m) = &self.matcher else {
+            return Cow::Borrowed(text);
+        };
+        let mut found = m.find_iter(text).peekable();
+        if found.peek().is_none() {
+            return Cow::Borrowed(text);
         }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for hit in found {
+            out.push_str(&text[last..hit.start()]);
+            out.push_str(REDACTED);
+            last = hit.end();
+        }
+        out.push_str(&text[last..]);
+        Cow::Owned(out)
     }
 
     /// Redacts, in place, every string and object key inside `value`.
@@ -101,8 +119,7 @@ impl Redactor {
         }
         match value {
             Value::String(s) => {
-                let r = self.redact(s);
-                if r != *s {
+                if let Cow::Owned(r) = self.redact_cow(s) {
                     *s = r;
                 }
             }
@@ -111,7 +128,11 @@ impl Redactor {
                 let old = std::mem::take(map);
                 for (k, mut v) in old {
                     self.redact_json(&mut v);
-                    map.insert(self.redact(&k), v);
+                    let k = match self.redact_cow(&k) {
+                        Cow::Borrowed(_) => k,
+                        Cow::Owned(r) => r,
+                    };
+                    map.insert(k, v);
                 }
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -271,7 +292,37 @@ mod tests {
         assert_eq!(r.redact("xabcabcabcx"), "x[redacted]x");
     }
 
+    #[test]
+    fn text_without_a_secret_is_borrowed_not_copied() {
+        let r = Redactor::new([TOKEN]);
+        assert!(matches!(
+            r.redact_cow("nothing secret here"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            Redactor::default().redact_cow("x"),
+            Cow::Borrowed(_)
+        ));
+        let text = format!("a {TOKEN} b {TOKEN}");
+        let hit = r.redact_cow(&text);
+        assert!(
+            matches!(&hit, Cow::Owned(s) if s == "a [redacted] b [redacted]"),
+            "{hit}"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn redact_cow_replaces_exactly_what_replace_all_does(
+            values in proptest::collection::vec("[a-c]{1,4}", 1..4),
+            text in "[a-d]{0,40}",
+        ) {
+            let r = Redactor::new(&values);
+            let m = r.matcher.as_ref().expect("non-empty values");
+            let expected = m.replace_all(&text, &vec![REDACTED; r.patterns]);
+            prop_assert_eq!(r.redact_cow(&text).into_owned(), expected);
+        }
+
         #[test]
         fn any_form_between_unrelated_text_becomes_exactly_one_marker(
             value in "[A-Za-z0-9_+/=%.~ -]{1,40}",
