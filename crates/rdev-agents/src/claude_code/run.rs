@@ -5,6 +5,7 @@
 
 use std::{
     path::PathBuf,
+    pin::Pin,
     process::ExitStatus,
     time::{Duration, Instant},
 };
@@ -12,7 +13,10 @@ use std::{
 use rdev_core::{
     AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, EventSink, SecretString, Usage,
 };
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::{
+    io::{AsyncWriteExt, BufReader},
+    time::Sleep,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -198,11 +202,14 @@ pub async fn run(
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut exited = None;
 
+    // One timer for the whole run rather than a new one per line and per event.
+    let timeout = tokio::time::sleep_until(deadline);
+    tokio::pin!(timeout);
     let stop = loop {
         let line = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Stop::Cancelled,
-            _ = tokio::time::sleep_until(deadline) => break Stop::TimedOut,
+            _ = &mut timeout => break Stop::TimedOut,
             _ = tokio::time::sleep_until(avail_deadline), if first_line => break Stop::Unavailable,
             _ = sleep_opt(drain_deadline) => break Stop::Exited(exited.unwrap_or_default()),
             status = child.wait(), if exited.is_none() => {
@@ -228,17 +235,20 @@ pub async fn run(
                 }
             }
         }
+        let had_result = parser.result().is_some();
         parser.parse_line(line, &mut batch);
         let tool_done = batch
             .iter()
             .any(|e| matches!(e, AgentEvent::ToolResult { .. }));
-        if tool_done || parser.result().is_some() {
+        if tool_done || (!had_result && parser.result().is_some()) {
             // A tool just ran, or the CLI is about to exit: record its family while the
             // tree is intact, so background jobs started by tools (in their own sessions)
             // are still found after the CLI exits and they are reparented.
             child.remember_family();
         }
-        if let Some(stop) = send_all(&events, &mut batch, &redactor, &cancel, deadline).await {
+        if let Some(stop) =
+            send_all(&events, &mut batch, &redactor, &cancel, timeout.as_mut()).await
+        {
             break stop;
         }
     };
@@ -299,14 +309,14 @@ async fn send_all(
     batch: &mut Vec<AgentEvent>,
     redactor: &EventRedactor,
     cancel: &CancellationToken,
-    deadline: tokio::time::Instant,
+    mut timeout: Pin<&mut Sleep>,
 ) -> Option<Stop> {
     for mut event in batch.drain(..) {
         redactor.event(&mut event);
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Some(Stop::Cancelled),
-            _ = tokio::time::sleep_until(deadline) => return Some(Stop::TimedOut),
+            _ = &mut timeout => return Some(Stop::TimedOut),
             sent = events.send(event) => if sent.is_err() { return Some(Stop::SinkClosed) },
         }
     }

@@ -126,6 +126,12 @@ impl ServerEvent {
     pub fn session_id(&self) -> Option<&str> {
         self.properties.get("sessionID").and_then(Value::as_str)
     }
+
+    /// Whether this is the server's own event (connection, heartbeat, shutdown) rather than
+    /// one of a session.
+    pub fn is_server_level(&self) -> bool {
+        self.kind.starts_with("server.") || self.kind == "global.disposed"
+    }
 }
 
 /// The live event stream of one subscription.

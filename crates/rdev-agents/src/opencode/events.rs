@@ -160,13 +160,15 @@ impl EventMapper {
         if self.roles.get(message_id).is_some_and(|r| r != "assistant") {
             return; // the prompt itself, echoed back
         }
-        let part_id = str_at(part, "/id").unwrap_or_default().to_owned();
         match str_at(part, "/type") {
             Some(kind @ ("text" | "reasoning")) => {
+                let part_id = str_at(part, "/id").unwrap_or_default();
                 let finished = part.pointer("/time/end").is_some();
                 let synthetic = part.get("synthetic").and_then(Value::as_bool) == Some(true);
                 let text = str_at(part, "/text").unwrap_or_default();
-                if finished && !synthetic && !text.is_empty() && self.texts_done.insert(part_id) {
+                if finished && !synthetic && !text.is_empty() && !self.texts_done.contains(part_id)
+                {
+                    self.texts_done.insert(part_id.to_owned());
                     let role = if kind == "text" {
                         "assistant"
                     } else {
@@ -203,7 +205,9 @@ impl EventMapper {
         if status == "pending" {
             return; // the input is still being streamed
         }
-        if self.tools_started.insert(call_id.to_owned()) {
+        // Tool parts are re-sent as whole snapshots many times; only the first is news.
+        if !self.tools_started.contains(call_id) {
+            self.tools_started.insert(call_id.to_owned());
             out.events.push(AgentEvent::ToolUse {
                 id: call_id.to_owned(),
                 name: name.to_owned(),
@@ -215,7 +219,8 @@ impl EventMapper {
             "error" => (str_at(part, "/state/error").unwrap_or("tool failed"), true),
             _ => return,
         };
-        if self.tools_finished.insert(call_id.to_owned()) {
+        if !self.tools_finished.contains(call_id) {
+            self.tools_finished.insert(call_id.to_owned());
             out.events.push(AgentEvent::ToolResult {
                 id: call_id.to_owned(),
                 output: output.to_owned(),

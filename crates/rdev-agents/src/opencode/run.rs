@@ -314,8 +314,7 @@ impl Run<'_> {
                 }
             };
             match item {
-                Feed::Event(ev)
-                    if ev.kind.starts_with("server.") || ev.kind == "global.disposed" => {}
+                Feed::Event(ev) if ev.is_server_level() => {}
                 Feed::Event(ev) => {
                     let mapped = mapper.map(&ev);
                     if !self.forward(mapped.events).await {
@@ -563,7 +562,7 @@ fn spawn_reader(
                 Some(Ok(ev)) => {
                     let ours = match ev.session_id() {
                         Some(id) => session.borrow().as_deref() == Some(id),
-                        None => ev.kind.starts_with("server.") || ev.kind == "global.disposed",
+                        None => ev.is_server_level(),
                     };
                     if !ours {
                         continue;
