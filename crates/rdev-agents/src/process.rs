@@ -91,14 +91,16 @@ impl GroupChild {
         for &(pid, _) in &self.remembered {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
-        let status = match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => status,
-            Err(_elapsed) => {
-                self.kill_family();
-                self.child.wait().await
-            }
-        };
+        let exited = tokio::time::timeout(grace, self.child.wait()).await;
+        // One kill is enough on either path. After it nothing of the group can appear:
+        // members are stopped before the SIGKILLs, and a fork racing a SIGKILL fails.
+        // A rescan after the leader is reaped would find only its group (already
+        // killed) — or an unrelated process that reused the leader's pid.
         self.kill_family();
+        let status = match exited {
+            Ok(status) => status,
+            Err(_elapsed) => self.child.wait().await,
+        };
         self.finished = true;
         status
     }

@@ -339,12 +339,14 @@ async fn finish_process(
         }
         Stop::Eof => {
             // stdout closed: the CLI is exiting. Give it the grace period, then force it.
-            let status = match tokio::time::timeout(ctx.config.kill_grace, child.wait()).await {
-                Ok(Ok(status)) => Some(status),
+            match tokio::time::timeout(ctx.config.kill_grace, child.wait()).await {
+                Ok(Ok(status)) => {
+                    child.cleanup();
+                    Some(status)
+                }
+                // terminate ends the family itself; a cleanup after it finds nothing new.
                 _ => child.terminate(Duration::ZERO).await.ok(),
-            };
-            child.cleanup();
-            status
+            }
         }
         _ => {
             if let Some(pid) = remote_pid {
