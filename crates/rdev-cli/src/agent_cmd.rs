@@ -1,7 +1,7 @@
 //! `rdev agent run`: runs one code agent directly in a directory, without the queue, and
 //! prints its events (JSON lines with `--json`, readable lines otherwise). Exit status 0
 //! means the agent reported success; anything else ends with a one-line reason. Adapters
-//! are built in [`build_agent`], one match arm per provider. It never prints configuration
+//! are built by `rdev_server::app::build_agent`, as `rdev serve` builds them. It never prints configuration
 //! or environment values: event text arrives already redacted by the adapter.
 
 use std::{
@@ -14,7 +14,6 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use rdev_agents::{claude_code::ClaudeCodeAgent, opencode::OpenCodeAgent};
 use rdev_core::{AgentEvent, AgentProvider, AgentRequest, AgentStatus, CodeAgent, RequestLimits};
 
 /// `rdev agent ...`
@@ -66,22 +65,18 @@ pub async fn run(config_file: Option<&Path>, args: AgentArgs) -> anyhow::Result<
     }
 }
 
-/// The adapter for `provider`. Adding a provider is one match arm.
+/// The adapter for `provider`, from the same configuration `rdev serve` reads
+/// ([agents.claude_code], [agents.opencode]).
 pub fn build_agent(
     config_file: Option<&Path>,
     provider: &str,
 ) -> anyhow::Result<Arc<dyn CodeAgent>> {
-    // The same configuration `rdev serve` reads ([agents.claude_code], [agents.opencode]).
-    let agents = rdev_server::Config::load(config_file)?.agents;
-    match provider {
-        AgentProvider::CLAUDE_CODE => Ok(Arc::new(ClaudeCodeAgent::new(agents.claude_code)?)),
-        AgentProvider::OPENCODE => Ok(Arc::new(OpenCodeAgent::new(agents.opencode)?)),
-        other => bail!(
-            "unknown provider {other:?} (known: {}, {})",
-            AgentProvider::CLAUDE_CODE,
-            AgentProvider::OPENCODE
-        ),
-    }
+    let config = rdev_server::Config::load(config_file)?;
+    Ok(rdev_server::app::build_agent(
+        &config,
+        provider,
+        &tokio_util::sync::CancellationToken::new(),
+    )?)
 }
 
 async fn run_agent(config_file: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {

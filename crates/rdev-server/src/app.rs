@@ -35,6 +35,40 @@ pub struct Application {
     shutdown: CancellationToken,
 }
 
+/// Why [`build_agent`] could not make an adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentSetupError {
+    #[error("unknown provider {0:?} (known: {known})", known = KNOWN_PROVIDERS)]
+    Unknown(String),
+    /// The provider is known but cannot run here (e.g. its CLI is missing).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+const KNOWN_PROVIDERS: &str = "claude-code, opencode";
+
+/// The adapter for provider `id`, configured from `config.agents` (what `rdev serve` and
+/// `rdev agent run` both use). Adding a provider is one match arm.
+pub fn build_agent(
+    config: &Config,
+    id: &str,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn CodeAgent>, AgentSetupError> {
+    let unavailable = |e: &dyn std::fmt::Display| AgentSetupError::Unavailable(e.to_string());
+    match id {
+        AgentProvider::CLAUDE_CODE => ClaudeCodeAgent::new(config.agents.claude_code.clone())
+            .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+            .map_err(|e| unavailable(&e)),
+        AgentProvider::OPENCODE => OpenCodeAgent::from_config(
+            config.agents.opencode.clone().with_env_overrides(),
+            shutdown,
+        )
+        .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+        .map_err(|e| unavailable(&e)),
+        other => Err(AgentSetupError::Unknown(other.to_owned())),
+    }
+}
+
 /// The code agents named in `config.agents.enabled`, the first being the default. An agent
 /// that cannot be set up is skipped with a warning, so one missing CLI does not stop rdev.
 pub fn build_registry(
@@ -43,22 +77,11 @@ pub fn build_registry(
 ) -> anyhow::Result<ProviderRegistry> {
     let registry = ProviderRegistry::new();
     for id in &config.agents.enabled {
-        let agent: Result<Arc<dyn CodeAgent>, String> = match id.as_str() {
-            AgentProvider::CLAUDE_CODE => ClaudeCodeAgent::new(config.agents.claude_code.clone())
-                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-                .map_err(|e| e.to_string()),
-            AgentProvider::OPENCODE => OpenCodeAgent::from_config(
-                config.agents.opencode.clone().with_env_overrides(),
-                shutdown,
-            )
-            .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-            .map_err(|e| e.to_string()),
-            other => anyhow::bail!(
-                "unknown agent provider {other:?} in agents.enabled (known: claude-code, opencode)"
-            ),
-        };
-        match agent {
+        match build_agent(config, id, shutdown) {
             Ok(agent) => registry.register(agent)?,
+            Err(AgentSetupError::Unknown(other)) => anyhow::bail!(
+                "unknown agent provider {other:?} in agents.enabled (known: {KNOWN_PROVIDERS})"
+            ),
             Err(e) => tracing::warn!(provider = %id, error = %e, "agent provider not available"),
         }
     }
