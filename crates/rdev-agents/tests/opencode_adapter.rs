@@ -55,6 +55,36 @@ async fn opencode_adapter_scenarios_on_one_real_server() {
     assert!(failed.is_empty(), "failed scenarios: {failed:?}");
 }
 
+/// OpenCode takes the model in a JSON body and the session id in a URL path
+/// (`/session/{id}/message`), never in argv; the adapter still refuses values that are
+/// option-like or would change the path before it contacts any server (nothing listens at
+/// the configured URL, so reaching it would be `agent_unavailable`).
+#[tokio::test]
+async fn option_like_model_and_path_changing_session_id_are_refused_before_any_request() {
+    let agent = OpenCodeAgent::connect(OpenCodeConfig {
+        url: Some("http://127.0.0.1:9".to_owned()),
+        ..OpenCodeConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (model, session, code) in [
+        (Some("--add-dir=/"), None, "invalid_model"),
+        (Some("-p"), None, "invalid_model"),
+        (
+            None,
+            Some("--permission-mode=default"),
+            "invalid_session_id",
+        ),
+        (None, Some("ses_1/../../config"), "invalid_session_id"),
+    ] {
+        let mut req = request("@@reply hi", dir.path());
+        req.model = model.map(str::to_owned);
+        req.session_id = session.map(str::to_owned);
+        let err = run(&agent, req).await.result.expect_err("must be refused");
+        assert_eq!(err.code(), code, "{model:?} {session:?}: {err}");
+    }
+}
+
 async fn tool_loop_writes_files_and_reports_cost_and_tokens(env: Arc<Env>) {
     let dir = env.workdir("tool-loop");
     let prompt = "@@write hello.txt\nhello from opencode\n@@end\n@@bash echo bash-ran > b.txt\n@@reply all good";

@@ -89,6 +89,11 @@ pub struct AgentRequest {
     pub prompt: String,
     /// The checkout the agent works in.
     pub workdir: PathBuf,
+    /// Paths outside `workdir` the agent may read but never write, at the same absolute
+    /// paths: the checkout's git directory and the object store it borrows from, so the
+    /// agent's own `git status`/`git diff` work. A sandbox mounts them read-only; nothing
+    /// else of rdev's data directory is visible to the agent.
+    pub read_only_paths: Vec<PathBuf>,
     /// A model name understood by the provider; `None` uses the provider's default.
     pub model: Option<String>,
     /// Resume this earlier session instead of starting a new one.
@@ -110,6 +115,7 @@ impl AgentRequest {
             run_id: RunId::new(),
             prompt: prompt.into(),
             workdir: workdir.into(),
+            read_only_paths: Vec::new(),
             model: None,
             session_id: None,
             timeout,
@@ -119,11 +125,23 @@ impl AgentRequest {
         }
     }
 
-    /// Checks the request against `limits`: a non-blank prompt within the size limit and a
-    /// timeout in `1s..=max_timeout`.
+    /// Checks the request against `limits`: a non-blank prompt within the size limit, a
+    /// timeout in `1s..=max_timeout`, a model name and session id that cannot become options
+    /// ([`crate::agent_args`]), and no environment variable a project may not set
+    /// ([`crate::secrets::env_fence`]). Adapters call it first, so a caller that skipped
+    /// the API's checks still fails closed.
     pub fn validate(&self, limits: &RequestLimits) -> Result<(), ValidationError> {
         validate_prompt(&self.prompt, limits)?;
-        validate_timeout(self.timeout, limits)
+        validate_timeout(self.timeout, limits)?;
+        if let Some(model) = &self.model {
+            crate::agent_args::validate_model(model)?;
+        }
+        if let Some(session) = &self.session_id {
+            crate::agent_args::validate_session_id(session)?;
+        }
+        self.env
+            .keys()
+            .try_for_each(|name| crate::secrets::env_fence::check_env_name(name))
     }
 }
 
@@ -263,6 +281,10 @@ pub enum AgentError {
     SinkClosed,
     #[error("agent I/O error: {0}")]
     Io(String),
+    /// The agent's sandbox cannot start here (bubblewrap missing, no user namespaces);
+    /// the run fails closed instead of running unsandboxed.
+    #[error("sandbox unavailable: {0}")]
+    SandboxUnavailable(String),
 }
 
 impl ErrorCode for AgentError {
@@ -275,6 +297,7 @@ impl ErrorCode for AgentError {
             Self::Protocol(_) => "agent_protocol_error",
             Self::SinkClosed => "event_sink_closed",
             Self::Io(_) => "agent_io_error",
+            Self::SandboxUnavailable(_) => "sandbox_unavailable",
         }
     }
 }
@@ -374,6 +397,32 @@ mod tests {
                 limit: 10
             })
         );
+    }
+
+    #[test]
+    fn option_like_model_session_and_fenced_env_fail_closed_in_the_adapter_check() {
+        use crate::ErrorCode;
+        let limits = RequestLimits::UNBOUNDED;
+        for bad in ["--add-dir=/", "-p", "--permission-mode=default"] {
+            let mut r = req("hi", 5);
+            r.model = Some(bad.into());
+            assert_eq!(r.validate(&limits).unwrap_err().code(), "invalid_model");
+            let mut r = req("hi", 5);
+            r.session_id = Some(bad.into());
+            assert_eq!(
+                r.validate(&limits).unwrap_err().code(),
+                "invalid_session_id"
+            );
+        }
+        let mut r = req("hi", 5);
+        r.env
+            .insert("ANTHROPIC_BASE_URL".into(), SecretString::new("http://x"));
+        assert_eq!(r.validate(&limits).unwrap_err().code(), "reserved_env_name");
+        let mut r = req("hi", 5);
+        r.model = Some("claude-sonnet-4-5".into());
+        r.session_id = Some("0197a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into());
+        r.env.insert("DEPLOY_TOKEN".into(), SecretString::new("t"));
+        assert_eq!(r.validate(&limits), Ok(()));
     }
 
     #[test]

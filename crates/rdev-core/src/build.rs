@@ -1,6 +1,6 @@
 //! [`BuildSpec`]: what a client asks rdev to build. Validation here covers what the domain
-//! knows (prompt, timeout, provider id); the server checks the project, template and
-//! callback URL, which need I/O or configuration.
+//! knows (prompt, timeout, provider id, model and session id); the server checks the
+//! project, template and callback URL, which need I/O or configuration.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     agent::{validate_prompt, validate_timeout},
+    agent_args::{validate_model, validate_session_id},
     AgentProvider, RequestLimits, ValidationError,
 };
 
@@ -32,11 +33,13 @@ pub struct BuildSpec {
     /// The agent provider; `None` uses the project's, then the registry default.
     #[serde(default)]
     pub provider: Option<AgentProvider>,
+    /// The model; it reaches the agent's command line, so it must pass
+    /// [`validate_model`].
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
     pub timeout_secs: Option<u64>,
-    /// Resume this agent session.
+    /// Resume this agent session; it must pass [`validate_session_id`].
     #[serde(default)]
     pub session_id: Option<String>,
 }
@@ -67,17 +70,16 @@ impl BuildSpec {
             .unwrap_or(Self::DEFAULT_TIMEOUT)
     }
 
-    /// Checks prompt, timeout and model against `limits`.
+    /// Checks prompt and timeout against `limits`, and the model and session id against
+    /// the patterns that keep them from becoming options ([`crate::agent_args`]).
     pub fn validate(&self, limits: &RequestLimits) -> Result<(), ValidationError> {
         validate_prompt(&self.prompt, limits)?;
         validate_timeout(self.timeout(), limits)?;
         if let Some(model) = &self.model {
-            if model.trim().is_empty() || model.len() > 200 {
-                return Err(ValidationError::InvalidField {
-                    field: "model",
-                    reason: "must be 1 to 200 characters".into(),
-                });
-            }
+            validate_model(model)?;
+        }
+        if let Some(session) = &self.session_id {
+            validate_session_id(session)?;
         }
         Ok(())
     }
@@ -119,5 +121,26 @@ mod tests {
             s.validate(&limits),
             Err(ValidationError::InvalidTimeout { .. })
         ));
+    }
+
+    #[test]
+    fn option_like_model_and_session_id_are_refused_with_their_codes() {
+        use crate::ErrorCode;
+        let limits = RequestLimits::default();
+        for bad in ["--add-dir=/", "-p", "--permission-mode=default", "", " "] {
+            let mut s = BuildSpec::new("x");
+            s.model = Some(bad.into());
+            assert_eq!(s.validate(&limits).unwrap_err().code(), "invalid_model");
+            let mut s = BuildSpec::new("x");
+            s.session_id = Some(bad.into());
+            assert_eq!(
+                s.validate(&limits).unwrap_err().code(),
+                "invalid_session_id"
+            );
+        }
+        let mut s = BuildSpec::new("x");
+        s.model = Some("anthropic/claude-sonnet-4-5".into());
+        s.session_id = Some("ses_5ZbQ1xYz9AbC".into());
+        assert_eq!(s.validate(&limits), Ok(()));
     }
 }

@@ -29,6 +29,28 @@ pub enum ValidationError {
     /// A field failed a rule that has no variant of its own.
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// A model name that could become something other than a model name on an agent's
+    /// command line (see [`crate::agent_args`]).
+    #[error("invalid model {value:?}: {reason}")]
+    InvalidModel { value: String, reason: &'static str },
+    /// A session id that could become something other than a session id on an agent's
+    /// command line or in its URL (see [`crate::agent_args`]).
+    #[error("invalid session_id {value:?}: {reason}")]
+    InvalidSessionId { value: String, reason: &'static str },
+    /// An environment variable a project may not set (see [`crate::secrets::env_fence`]).
+    #[error("environment variable {name} may not be set by a project: it matches {rule} ({why})")]
+    ReservedEnvName {
+        name: String,
+        rule: &'static str,
+        why: &'static str,
+    },
+    /// A secret name rdev keeps for itself: the callback signing secret.
+    #[error(
+        "secret {name} is the callback signing secret, which rdev keeps for itself: it cannot \
+         be listed, set, deleted or injected through /secrets or a secret plan; \
+         POST /projects/{{name}}/webhook-secret rotates it"
+    )]
+    ReservedSecretName { name: String },
 }
 
 impl ErrorCode for ValidationError {
@@ -40,6 +62,10 @@ impl ErrorCode for ValidationError {
             Self::InvalidProjectName { .. } => "invalid_project_name",
             Self::InvalidProvider { .. } => "invalid_provider",
             Self::InvalidField { .. } => "invalid_field",
+            Self::InvalidModel { .. } => "invalid_model",
+            Self::InvalidSessionId { .. } => "invalid_session_id",
+            Self::ReservedEnvName { .. } => "reserved_env_name",
+            Self::ReservedSecretName { .. } => "reserved_secret_name",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `rdev-server` and depend on this crate, never the other way round.
 
 pub mod agent;
+pub mod agent_args;
 pub mod build;
 pub mod error;
 pub mod project;

@@ -1,12 +1,14 @@
 //! The credential store's domain: where a secret lives ([`SecretScope`]), what it is called
 //! ([`SecretName`]), the metadata and audit records the store exchanges, the sealed
 //! (encrypted) row, the [`SecretRepository`] port adapters implement, and the
-//! [`Redactor`] that scrubs injected values out of text and JSON.
+//! [`Redactor`] that scrubs injected values out of text and JSON, and the fence around the
+//! environment a project may set ([`env_fence`]).
 //!
 //! It must not encrypt, read keys or touch a database: sealing lives in `rdev-server`,
 //! SQL in `rdev-store`. Nothing here ever holds a plaintext value except the redactor,
 //! whose `Debug` shows only how many patterns it has.
 
+pub mod env_fence;
 mod redact;
 
 use std::{fmt, str::FromStr};
@@ -76,6 +78,10 @@ impl From<SecretScope> for String {
     }
 }
 
+/// The name each project's callback signing secret is stored under, in `project:<name>`.
+/// It is reserved ([`SecretName::is_reserved`]): rdev alone writes and reads it.
+pub const WEBHOOK_SECRET_NAME: &str = "RDEV_WEBHOOK_SECRET";
+
 /// A secret's name: `[A-Za-z_][A-Za-z0-9_]{0,127}`, so it is usable as an environment
 /// variable name as it stands and safe in URLs, paths and SQL parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -112,6 +118,27 @@ impl SecretName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name of the callback signing secret ([`WEBHOOK_SECRET_NAME`]).
+    pub fn webhook_secret() -> Self {
+        Self(WEBHOOK_SECRET_NAME.to_owned())
+    }
+
+    /// Whether rdev keeps this name for itself (the callback signing secret, in any scope):
+    /// the secrets API and CLI do not list, set or delete it and no secret plan may name it.
+    pub fn is_reserved(&self) -> bool {
+        self.0 == WEBHOOK_SECRET_NAME
+    }
+
+    /// `Err(ReservedSecretName)` for a reserved name, see [`Self::is_reserved`].
+    pub fn check_not_reserved(&self) -> Result<(), ValidationError> {
+        if self.is_reserved() {
+            return Err(ValidationError::ReservedSecretName {
+                name: self.0.clone(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -351,9 +378,25 @@ pub struct InjectionPlan {
     pub git_token: Option<SecretName>,
 }
 
+impl InjectionPlan {
+    /// Checks the plan before it is stored and again before it is used: every variable
+    /// passes the [`env_fence`], and no entry names a reserved secret (the callback signing
+    /// secret must never reach an agent or a git remote).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (var, secret) in &self.env {
+            env_fence::check_env_name(var)?;
+            secret.check_not_reserved()?;
+        }
+        self.git_token
+            .as_ref()
+            .map_or(Ok(()), SecretName::check_not_reserved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
 
     #[test]
     fn scopes_parse_and_print_back() {
@@ -391,6 +434,56 @@ mod tests {
             "x=y",
         ] {
             assert!(SecretName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn only_the_webhook_secret_name_is_reserved() {
+        let webhook = SecretName::webhook_secret();
+        assert_eq!(webhook.as_str(), WEBHOOK_SECRET_NAME);
+        assert!(webhook.is_reserved());
+        assert_eq!(
+            webhook.check_not_reserved().unwrap_err().code(),
+            "reserved_secret_name"
+        );
+        for other in [
+            "RDEV_WEBHOOK_SECRET_2",
+            "rdev_webhook_secret",
+            "DEPLOY_TOKEN",
+        ] {
+            assert!(!SecretName::parse(other).unwrap().is_reserved(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_plan_may_not_set_fenced_variables_nor_name_the_webhook_secret() {
+        let plan = |env: &[(&str, &str)], git: Option<&str>| InjectionPlan {
+            env: env
+                .iter()
+                .map(|(v, n)| ((*v).to_owned(), SecretName::parse(n).unwrap()))
+                .collect(),
+            git_token: git.map(|n| SecretName::parse(n).unwrap()),
+        };
+        let ok = plan(&[("DEPLOY_TOKEN", "DEPLOY_TOKEN")], Some("GIT_TOKEN"));
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(InjectionPlan::default().validate(), Ok(()));
+        for (bad, code) in [
+            (
+                plan(&[("ANTHROPIC_API_KEY", "KEY")], None),
+                "reserved_env_name",
+            ),
+            (
+                plan(&[("OK", "A"), ("http_proxy", "P")], None),
+                "reserved_env_name",
+            ),
+            (plan(&[("A-B", "A")], None), "invalid_field"),
+            (
+                plan(&[("HOOK", WEBHOOK_SECRET_NAME)], None),
+                "reserved_secret_name",
+            ),
+            (plan(&[], Some(WEBHOOK_SECRET_NAME)), "reserved_secret_name"),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().code(), code, "{bad:?}");
         }
     }
 

@@ -165,6 +165,43 @@ async fn every_bad_input_has_its_status_and_queues_nothing() {
             "invalid_body",
         ),
         ("site", json!({"promt": "typo"}), 422, "invalid_body"),
+        // Both reach the agent's command line: nothing option-like gets in.
+        (
+            "site",
+            json!({"prompt": "x", "session_id": "--add-dir=/"}),
+            422,
+            "invalid_session_id",
+        ),
+        (
+            "site",
+            json!({"prompt": "x", "model": "--add-dir=/"}),
+            422,
+            "invalid_model",
+        ),
+        (
+            "site",
+            json!({"prompt": "x", "session_id": "--permission-mode=default"}),
+            422,
+            "invalid_session_id",
+        ),
+        (
+            "site",
+            json!({"prompt": "x", "model": "-p"}),
+            422,
+            "invalid_model",
+        ),
+        (
+            "site",
+            json!({"prompt": "x", "session_id": "ses_1/../../config"}),
+            422,
+            "invalid_session_id",
+        ),
+        (
+            "site",
+            json!({"prompt": "x", "model": "claude x"}),
+            422,
+            "invalid_model",
+        ),
         (
             "site",
             json!({"prompt": "x".repeat(5000)}),
@@ -233,4 +270,28 @@ async fn private_callbacks_are_accepted_when_configured() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn real_model_names_and_session_ids_are_accepted() {
+    let app = app(false).await;
+    for (model, session) in [
+        ("anthropic/claude-sonnet-4-5", "ses_5ZbQ1xYz9AbC"),
+        (
+            "claude-sonnet-4-5@20250929",
+            "0197a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        ),
+    ] {
+        let (status, body) = post_build(
+            &app,
+            "site",
+            json!({"prompt": "x", "model": model, "session_id": session}),
+        )
+        .await;
+        assert_eq!(status, 202, "{model} {session}: {body}");
+        let id = body["task_id"].as_str().unwrap();
+        let task = get_json(&client(), format!("{}/tasks/{id}", app.address)).await;
+        assert_eq!(task["spec"]["model"], model);
+        assert_eq!(task["spec"]["session_id"], session);
+    }
 }

@@ -1,8 +1,16 @@
-//! Project CRUD over HTTP on both backends, and every bad-name and bad-field case.
+//! Project CRUD over HTTP on both backends, every bad-name and bad-field case, and the
+//! fence around the environment a project's secret plan may set (at the API and, for a
+//! plan that got into the store some other way, when a build's secrets are injected).
 
 mod common;
 
-use common::{get_json, spawn_app, spawn_app_with, TestApp};
+use std::time::Duration;
+
+use common::{
+    get_json, spawn_app, spawn_app_configured, spawn_app_with, start_build, wait_for_task, TestApp,
+};
+use rdev_core::{InjectionPlan, ProjectName, ProjectStore, SecretName};
+use rdev_store::{Db, SqlStore, StoreConfig};
 use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
 
@@ -263,13 +271,7 @@ async fn template_variable_errors_are_422_and_create_nothing() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 422, "{body}");
-        let err: Value = r.json().await.unwrap();
-        assert_eq!(err["error"]["code"], code, "{err}");
-        assert!(
-            err["error"]["message"].as_str().unwrap().contains(needle),
-            "{err}"
-        );
+        assert_unprocessable(r, code, needle).await;
     }
     let list = get_json(&c, format!("{}/projects", app.address)).await;
     assert_eq!(list["projects"], json!([]));
@@ -302,4 +304,134 @@ async fn templates_are_listed_with_their_variables() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "unknown_template"
     );
+}
+
+/// Asserts a 422 with `code` whose message contains `needle`.
+async fn assert_unprocessable(r: reqwest::Response, code: &str, needle: &str) {
+    assert_eq!(r.status(), 422);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], code, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{needle}: {err}");
+}
+
+/// Plans a project may not have: each with the code and the rule its 422 names.
+fn fenced_plans() -> Vec<(Value, &'static str, &'static str)> {
+    let env = |var: &str| json!({"env": [["DEPLOY_TOKEN", "DEPLOY_TOKEN"], [var, "X"]]});
+    let mut plans: Vec<_> = [
+        ("ANTHROPIC_BASE_URL", "ANTHROPIC_*"),
+        ("https_proxy", "*_PROXY"),
+        ("CLAUDE_CONFIG_DIR", "CLAUDE_*"),
+        ("OPENCODE_SERVER_PASSWORD", "OPENCODE_*"),
+        ("RDEV_API_TOKEN", "RDEV_*"),
+        ("NODE_OPTIONS", "NODE_*"),
+        ("LD_PRELOAD", "LD_*"),
+        ("GIT_CONFIG_COUNT", "GIT_*"),
+        ("PATH", "PATH"),
+        ("HOME", "HOME"),
+        ("IS_SANDBOX", "IS_SANDBOX"),
+    ]
+    .into_iter()
+    .map(|(var, rule)| (env(var), "reserved_env_name", rule))
+    .collect();
+    let webhook = "RDEV_WEBHOOK_SECRET";
+    plans.push((
+        json!({"env": [["HOOK", webhook]]}),
+        "reserved_secret_name",
+        webhook,
+    ));
+    plans.push((
+        json!({"git_token": webhook}),
+        "reserved_secret_name",
+        webhook,
+    ));
+    plans
+}
+
+#[tokio::test]
+async fn secret_plans_may_not_set_fenced_variables_nor_name_the_signing_secret() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    for (plan, code, rule) in fenced_plans() {
+        let r = c
+            .post(format!("{base}/projects"))
+            .json(&json!({"name": "p", "repo_url": "/x.git", "secrets": plan}))
+            .send()
+            .await
+            .unwrap();
+        assert_unprocessable(r, code, rule).await;
+    }
+    let list = get_json(&c, format!("{base}/projects")).await;
+    assert_eq!(list["projects"], json!([]), "nothing was created");
+
+    let good = json!({"env": [["DEPLOY_TOKEN", "DEPLOY_TOKEN"]], "git_token": "GIT_TOKEN"});
+    let r = c
+        .post(format!("{base}/projects"))
+        .json(&json!({"name": "p", "repo_url": "/x.git", "secrets": good}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (plan, code, rule) in fenced_plans() {
+        let r = c
+            .patch(format!("{base}/projects/p"))
+            .json(&json!({"secrets": plan}))
+            .send()
+            .await
+            .unwrap();
+        assert_unprocessable(r, code, rule).await;
+    }
+    let shown = get_json(&c, format!("{base}/projects/p")).await;
+    assert_eq!(shown["secrets"], good, "the plan is unchanged");
+}
+
+#[tokio::test]
+async fn a_fenced_plan_stored_around_the_api_fails_the_build_at_injection() {
+    let app = spawn_app_configured(None, |c| c.worker_concurrency = 1).await;
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let r = c
+        .post(format!("{base}/projects"))
+        .json(&json!({"name": "site", "repo_url": "/x.git"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(format!("{base}/secrets/global/UPSTREAM"))
+        .json(&json!({"value": "http://attacker.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // As an older rdev, or an edit in the database, could have stored it.
+    let url = format!("sqlite:{}", app._dir.path().join("rdev.db").display());
+    let store = SqlStore::new(Db::connect(&url).await.unwrap(), StoreConfig::default())
+        .await
+        .unwrap();
+    let name = ProjectName::parse("site").unwrap();
+    let mut project = store.get_project(&name).await.unwrap();
+    project.secrets = InjectionPlan {
+        env: vec![(
+            "ANTHROPIC_BASE_URL".into(),
+            SecretName::parse("UPSTREAM").unwrap(),
+        )],
+        git_token: None,
+    };
+    store.update_project(&project).await.unwrap();
+
+    let id = start_build(&c, base, "site", json!({"prompt": "hello"})).await;
+    let task = wait_for_task(&c, base, &id, Duration::from_secs(60), |t| {
+        t["status"] == "failed"
+    })
+    .await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ANTHROPIC_BASE_URL") && error.contains("ANTHROPIC_*"),
+        "{error}"
+    );
+    assert!(!error.contains("attacker.example"), "{error}");
+    assert_eq!(task["attempt"], 1, "a fenced plan is not retried: {task}");
 }

@@ -1,5 +1,8 @@
 //! The callback dispatcher against a real receiver: signed per Standard Webhooks, retried
-//! while the receiver is down, delivered exactly once when it is back, attempts visible.
+//! while the receiver is down, delivered exactly once when it is back, attempts visible,
+//! and never sent unsigned: a missing signing secret is an error on the task's delivery.
+
+mod common;
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,7 +11,7 @@ use rdev_core::{BuildSpec, NewTask, Project, ProjectName, RetryPolicy, SecretStr
 use rdev_server::{
     api::Store,
     callbacks::{
-        dispatcher::{DispatchConfig, Dispatcher, SigningKeys},
+        dispatcher::{Delivery, DispatchConfig, Dispatcher, SigningKeys},
         signing::{generate_secret, verify},
     },
 };
@@ -18,12 +21,12 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
-struct Fixed(SecretString);
+struct Fixed(Option<SecretString>);
 
 #[async_trait]
 impl SigningKeys for Fixed {
     async fn signing_secret(&self, _p: &ProjectName) -> Result<Option<SecretString>, String> {
-        Ok(Some(self.0.clone()))
+        Ok(self.0.clone())
     }
 }
 
@@ -71,7 +74,7 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     let secret = generate_secret();
     let dispatcher = Dispatcher::new(
         Arc::clone(&store),
-        Arc::new(Fixed(secret.clone())),
+        Arc::new(Fixed(Some(secret.clone()))),
         DispatchConfig {
             allow_private: true,
             retry: RetryPolicy {
@@ -131,24 +134,26 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     assert!(rows[0].delivered_at.is_some());
 }
 
-#[tokio::test]
-async fn private_targets_are_refused_at_delivery_unless_allowed() {
-    let (_dir, store, receiver, task_id) =
-        completed_task(serde_json::json!({"output": "ok"})).await;
-
-    let dispatcher = Dispatcher::new(
-        Arc::clone(&store),
-        Arc::new(Fixed(generate_secret())),
-        DispatchConfig::default(),
-    );
+/// One delivery attempt of the task's callback by a dispatcher with `keys` and `config`.
+async fn attempt_once(store: &Arc<dyn Store>, keys: Fixed, config: DispatchConfig) -> Delivery {
+    let dispatcher = Dispatcher::new(Arc::clone(store), Arc::new(keys), config);
     let row = store
         .claim_due(1, Duration::from_secs(60))
         .await
         .unwrap()
         .remove(0);
-    let outcome = dispatcher.attempt(row).await;
+    dispatcher.attempt(row).await
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_at_delivery_unless_allowed() {
+    let (_dir, store, receiver, task_id) =
+        completed_task(serde_json::json!({"output": "ok"})).await;
+
+    let keys = Fixed(Some(generate_secret()));
+    let outcome = attempt_once(&store, keys, DispatchConfig::default()).await;
     assert!(
-        matches!(&outcome, rdev_server::callbacks::dispatcher::Delivery::Failed(e) if e.contains("private")),
+        matches!(&outcome, Delivery::Failed(e) if e.contains("private")),
         "{outcome:?}"
     );
     assert!(
@@ -157,4 +162,124 @@ async fn private_targets_are_refused_at_delivery_unless_allowed() {
     );
     let rows = store.outbox_for_task(task_id).await.unwrap();
     assert_eq!(rows[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn without_a_signing_secret_nothing_is_sent_and_the_attempt_says_why() {
+    let (_dir, store, receiver, task_id) =
+        completed_task(serde_json::json!({"output": "ok"})).await;
+    let config = DispatchConfig {
+        allow_private: true,
+        ..DispatchConfig::default()
+    };
+    let outcome = attempt_once(&store, Fixed(None), config).await;
+    assert!(
+        matches!(&outcome, Delivery::Failed(e) if e.contains("never sent unsigned")),
+        "{outcome:?}"
+    );
+    assert!(receiver.received().is_empty(), "nothing was POSTed");
+    let rows = store.outbox_for_task(task_id).await.unwrap();
+    assert_eq!(rows[0].attempts, 1);
+    assert!(rows[0].delivered_at.is_none());
+    assert!(
+        rows[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no callback signing secret"),
+        "{:?}",
+        rows[0].last_error
+    );
+    assert!(
+        rows[0].expired_at.is_none(),
+        "retried: rotating the secret lets it through"
+    );
+}
+
+/// The whole application: the project's signing secret disappears (the API cannot delete
+/// it, so around it, as a lost row would), the task's callback fails visibly in
+/// `GET /tasks/{id}` without any request reaching the receiver, and rotating the secret
+/// lets the next attempt through, signed with the new secret.
+#[tokio::test]
+async fn a_lost_signing_secret_shows_on_the_task_until_rotated_and_nothing_goes_unsigned() {
+    let app = common::spawn_app_configured(None, |c| c.allow_private_callbacks = true).await;
+    let http = reqwest::Client::new();
+    let base = &app.address;
+    let r = http
+        .post(format!("{base}/projects"))
+        .json(&serde_json::json!({"name": "site", "repo_url": "/x.git"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let receiver = CallbackReceiver::start().await.unwrap();
+    let body = serde_json::json!({"prompt": "hello", "callback_url": receiver.url()});
+    let task_id = common::start_build(&http, base, "site", body).await;
+
+    let url = format!("sqlite:{}", app._dir.path().join("rdev.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    let Db::Sqlite(pool) = &db else {
+        unreachable!("the test app runs on SQLite")
+    };
+    let gone = sqlx::query("DELETE FROM secrets WHERE name = 'RDEV_WEBHOOK_SECRET'")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(gone.rows_affected(), 1);
+    // Finish the task as a worker would (the app runs none).
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::new(db.clone(), StoreConfig::default())
+            .await
+            .unwrap(),
+    );
+    let lease = store
+        .claim("w", 1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(&lease.key(), serde_json::json!({"output": "ok"}))
+        .await
+        .unwrap();
+
+    let task = common::wait_for_task(&http, base, &task_id, Duration::from_secs(20), |t| {
+        t["callbacks"][0]["attempts"].as_u64() >= Some(1)
+    })
+    .await;
+    let delivery = &task["callbacks"][0];
+    assert!(delivery["attempts"].as_u64() >= Some(1), "{task}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never sent unsigned"),
+        "{task}"
+    );
+    assert!(delivery["delivered_at"].is_null(), "{task}");
+    assert!(receiver.received().is_empty(), "nothing was POSTed");
+
+    let r = http
+        .post(format!("{base}/projects/site/webhook-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = SecretString::new(
+        r.json::<serde_json::Value>().await.unwrap()["webhook_secret"]
+            .as_str()
+            .unwrap(),
+    );
+    let accepted = receiver.wait_for_accepted(1, Duration::from_secs(30)).await;
+    assert_eq!(accepted.len(), 1, "delivered after the rotation");
+    assert_eq!(receiver.received().len(), 1, "and never before it");
+    let cb = &accepted[0];
+    verify(
+        &secret,
+        cb.webhook_id.as_deref().unwrap(),
+        cb.webhook_timestamp.as_deref().unwrap(),
+        cb.webhook_signature.as_deref().expect("signed"),
+        &cb.body,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("signed with the rotated secret");
 }

@@ -1,6 +1,7 @@
 //! The secrets HTTP API on the real application (each test on PostgreSQL and SQLite):
-//! values are write-only, errors never echo them, and the server refuses to start with an
-//! exposed key file or a key that does not match the database.
+//! values are write-only, errors never echo them, the callback signing secret is out of
+//! their reach, and the server refuses to start with an exposed key file or a key that
+//! does not match the database.
 
 mod secrets_support;
 
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 both_backends!(
     values_are_write_only_and_versions_grow,
     bad_scopes_names_and_bodies_are_rejected_without_echoing_the_value,
+    the_signing_secret_is_not_listed_set_or_deleted_through_secrets,
     server_refuses_an_exposed_key_file_and_a_wrong_key,
 );
 
@@ -160,6 +162,70 @@ async fn bad_scopes_names_and_bodies_are_rejected_without_echoing_the_value(t: T
     assert!(!text.contains(VALUE), "echoed: {text}");
     let (status, _) = send(http.get(format!("{}/secrets?scope=nope", app.base))).await;
     assert_eq!(status, 400);
+    app.finish().await;
+}
+
+async fn the_signing_secret_is_not_listed_set_or_deleted_through_secrets(t: TestDb) {
+    let app = start(&t).await;
+    let http = reqwest::Client::new();
+    let (status, body) = send(
+        http.post(format!("{}/projects", app.base))
+            .json(&json!({"name": "site", "repo_url": "/x.git"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let first = serde_json::from_str::<Value>(&body).unwrap()["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = send(
+        http.put(format!("{}/secrets/project:site/DEPLOY_TOKEN", app.base))
+            .json(&json!({"value": VALUE})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    for query in ["", "?scope=project:site"] {
+        let (status, listing) = send(http.get(format!("{}/secrets{query}", app.base))).await;
+        assert_eq!(status, 200);
+        let names: Vec<Value> = serde_json::from_str::<Value>(&listing).unwrap()["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("DEPLOY_TOKEN")], "{query}: {listing}");
+    }
+    for scope in ["project:site", "global"] {
+        let url = format!("{}/secrets/{scope}/RDEV_WEBHOOK_SECRET", app.base);
+        let (status, text) = send(http.put(&url).json(&json!({"value": "whsec_mine"}))).await;
+        assert_eq!(status, 403, "{scope}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], "reserved_secret_name", "{text}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/webhook-secret"),
+            "{text}"
+        );
+        let (status, text) = send(http.delete(&url)).await;
+        assert_eq!(status, 403, "{scope}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], "reserved_secret_name", "{text}");
+    }
+
+    // Rotation is the one way in, and it still works; the new secret is still unlisted.
+    let (status, body) =
+        send(http.post(format!("{}/projects/site/webhook-secret", app.base))).await;
+    assert_eq!(status, 200, "{body}");
+    let second = serde_json::from_str::<Value>(&body).unwrap()["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(second.starts_with("whsec_") && second != first);
+    let (_, listing) = send(http.get(format!("{}/secrets", app.base))).await;
+    assert!(!listing.contains("RDEV_WEBHOOK_SECRET"), "{listing}");
     app.finish().await;
 }
 

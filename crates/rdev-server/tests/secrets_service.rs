@@ -1,8 +1,9 @@
 //! The credential store end to end below HTTP: real XChaCha20-Poly1305, real databases
 //! (each test on PostgreSQL and on SQLite), real key files. Covers round trip, tampered and
 //! swapped rows, a wrong key, rotation (complete, failed mid-way, and crashed between the
-//! commit and the key-file rename), auditing, injection with redaction, and that no value
-//! shows in listings, `Debug` output or errors.
+//! commit and the key-file rename), auditing, injection with redaction and the environment
+//! fence, the reserved callback signing secret, and that no value shows in listings,
+//! `Debug` output or errors.
 
 mod secrets_support;
 
@@ -12,7 +13,10 @@ use rdev_core::{
     AuditAction, AuditFilter, ErrorCode, InjectionPlan, ProjectName, SecretName, SecretRepository,
     SecretScope, SecretString,
 };
-use rdev_server::secrets::{KeySource, MasterKey, SecretError, SecretService};
+use rdev_server::{
+    callbacks::{dispatcher::SigningKeys, keys::rotate_signing_secret},
+    secrets::{KeySource, MasterKey, SecretError, SecretService},
+};
 use rdev_store::SqlSecretRepository;
 use secrets_support::{exec, TestDb};
 
@@ -27,6 +31,8 @@ both_backends!(
     another_process_rotating_the_shared_key_file_is_followed_and_stale_writers_refused,
     every_read_write_delete_and_rotation_is_audited_without_values,
     injection_resolves_project_then_global_and_redacts_every_form,
+    injection_refuses_fenced_plans_before_reading_any_secret,
+    the_signing_secret_is_written_only_by_rotation_and_never_listed_removed_or_injected,
 );
 
 const VALUE: &str = "s3cr3t-VALUE/with+chars=";
@@ -372,7 +378,7 @@ async fn injection_resolves_project_then_global_and_redacts_every_form(t: TestDb
     let project = ProjectName::parse("site").unwrap();
     let plan = InjectionPlan {
         env: vec![
-            ("ANTHROPIC_API_KEY".into(), name("API_KEY")),
+            ("UPSTREAM_API_KEY".into(), name("API_KEY")),
             ("SHARED".into(), name("SHARED")),
         ],
         git_token: Some(name("GIT_TOKEN")),
@@ -394,7 +400,7 @@ async fn injection_resolves_project_then_global_and_redacts_every_form(t: TestDb
     assert_eq!(
         env,
         vec![
-            ("ANTHROPIC_API_KEY", "global-api-key-value"),
+            ("UPSTREAM_API_KEY", "global-api-key-value"),
             ("SHARED", "shared-site-override")
         ]
     );
@@ -415,7 +421,7 @@ async fn injection_resolves_project_then_global_and_redacts_every_form(t: TestDb
         .1
         .clone();
     let event = serde_json::json!({
-        "output": format!("env: ANTHROPIC_API_KEY=global-api-key-value SHARED=shared-site-override \
+        "output": format!("env: UPSTREAM_API_KEY=global-api-key-value SHARED=shared-site-override \
             token ghp_tokenvalue123 b64 {} header {header}",
             STANDARD.encode("global-api-key-value")),
         "url": "https://x/?k=ghp%5Ftokenvalue123",
@@ -450,16 +456,103 @@ async fn injection_resolves_project_then_global_and_redacts_every_form(t: TestDb
         .unwrap_err();
     assert_eq!(err.code(), "secret_not_found");
     assert!(err.to_string().contains("project:site or global"), "{err}");
-    let reserved = InjectionPlan {
-        env: vec![("GIT_CONFIG_COUNT".into(), name("API_KEY"))],
-        git_token: None,
-    };
-    assert_eq!(
-        s.inject(&project, &reserved, "", "t")
+}
+
+/// The worker's injection re-checks the plan, so one stored before a rule existed, or
+/// written around the API, fails before a single secret is decrypted.
+async fn injection_refuses_fenced_plans_before_reading_any_secret(t: TestDb) {
+    let s = file_service(&t);
+    set(&s, "global", "API_KEY", "global-api-key-value").await;
+    let project = ProjectName::parse("site").unwrap();
+    for (var, rule) in [
+        ("GIT_CONFIG_COUNT", "GIT_*"),
+        ("ANTHROPIC_BASE_URL", "ANTHROPIC_*"),
+        ("LD_PRELOAD", "LD_*"),
+        ("NODE_OPTIONS", "NODE_*"),
+        ("HTTPS_PROXY", "*_PROXY"),
+        ("PATH", "PATH"),
+    ] {
+        let plan = InjectionPlan {
+            env: vec![
+                ("DEPLOY_TOKEN".into(), name("API_KEY")),
+                (var.into(), name("API_KEY")),
+            ],
+            git_token: None,
+        };
+        let err = s
+            .inject(&project, &plan, "", "task:fenced")
             .await
-            .unwrap_err()
-            .code(),
-        "invalid_field"
+            .unwrap_err();
+        assert_eq!(err.code(), "reserved_env_name", "{var}: {err}");
+        assert!(err.to_string().contains(rule), "{var}: {err}");
+    }
+    let reads = s
+        .audit_log(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "task:fenced")
+        .count();
+    assert_eq!(reads, 0, "no secret was read for a refused plan");
+}
+
+async fn the_signing_secret_is_written_only_by_rotation_and_never_listed_removed_or_injected(
+    t: TestDb,
+) {
+    let s = file_service(&t);
+    let project = ProjectName::parse("site").unwrap();
+    let site = SecretScope::Project(project.clone());
+    let webhook = SecretName::webhook_secret();
+    let secret = rotate_signing_secret(&s, &project, "api").await.unwrap();
+    set(&s, "project:site", "DEPLOY_TOKEN", VALUE).await;
+
+    for listed in [
+        s.list(None).await.unwrap(),
+        s.list(Some(&site)).await.unwrap(),
+    ] {
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["DEPLOY_TOKEN"]);
+    }
+    for scope in [site.clone(), SecretScope::Global] {
+        let err = s
+            .set(&scope, &webhook, &SecretString::new("whsec_mine"), "cli:x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "reserved_secret_name", "{err}");
+        let err = s.remove(&scope, &webhook, "cli:x").await.unwrap_err();
+        assert_eq!(err.code(), "reserved_secret_name", "{err}");
+    }
+    let kept = s
+        .signing_secret(&project)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(kept.expose(), secret.expose());
+
+    for plan in [
+        InjectionPlan {
+            env: vec![("HOOK_SECRET".into(), webhook.clone())],
+            git_token: None,
+        },
+        InjectionPlan {
+            env: vec![],
+            git_token: Some(webhook.clone()),
+        },
+    ] {
+        let err = s
+            .inject(&project, &plan, "", "task:hook")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "reserved_secret_name", "{plan:?}");
+    }
+    let log = s.audit_log(&AuditFilter::default()).await.unwrap();
+    assert!(
+        !log.iter().any(|e| e.actor == "task:hook"),
+        "the signing secret was never read for a build"
+    );
+    assert!(
+        !log.iter().any(|e| e.name == webhook && e.actor == "cli:x"),
+        "refused calls wrote nothing"
     );
 }
 

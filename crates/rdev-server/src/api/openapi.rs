@@ -61,8 +61,9 @@ pub fn document() -> Value {
                     "prompt": {"type": "string"}, "template": {"type": "string"},
                     "variables": {"type": "object", "additionalProperties": {"type": "string"}},
                     "auto_deploy": {"type": "boolean"}, "callback_url": {"type": "string", "format": "uri"},
-                    "provider": {"type": "string", "enum": ["claude-code", "opencode"]}, "model": {"type": "string"},
-                    "timeout_secs": {"type": "integer", "minimum": 1}, "session_id": {"type": "string"}}},
+                    "provider": {"type": "string", "enum": ["claude-code", "opencode"]}, "model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"},
+                    "timeout_secs": {"type": "integer", "minimum": 1},
+                    "session_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"}}},
                 "Queued": {"type": "object", "properties": {"task_id": {"type": "string", "format": "uuid"},
                     "status": {"type": "string"}, "created": {"type": "boolean"}}},
                 "Project": {"type": "object", "required": ["name"], "properties": {

@@ -55,7 +55,8 @@ struct CreateBody {
     deploy_url_pattern: Option<String>,
     #[serde(default)]
     provider: Option<String>,
-    /// Secrets builds receive: `{"env": [["VAR", "SECRET_NAME"]], "git_token": "NAME"}`.
+    /// Secrets builds receive: `{"env": [["VAR", "SECRET_NAME"]], "git_token": "NAME"}`;
+    /// checked by [`validate`].
     #[serde(default)]
     secrets: InjectionPlan,
 }
@@ -76,8 +77,6 @@ pub fn parse_name(name: &str) -> Result<ProjectName, ApiError> {
     ProjectName::parse(name).map_err(|e| invalid(&e))
 }
 
-/// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
-/// id, a deploy URL pattern with known placeholders.
 /// Whether a repository URL carries a credential: any user info on http(s) (a token
 /// alone, `https://TOKEN@host/...`, is the common form), a password on other schemes
 /// (`ssh://git@host/...` names a user, not a secret). scp-like `user@host:path` and local
@@ -92,7 +91,11 @@ fn has_credentials(url: &str) -> bool {
     }
 }
 
+/// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
+/// id, a deploy URL pattern with known placeholders, and a secret plan that sets no fenced
+/// variable and names no reserved secret (`InjectionPlan::validate`).
 fn validate(p: &Project) -> Result<(), ApiError> {
+    p.secrets.validate().map_err(|e| invalid(&e))?;
     let url = p.repo_url.trim();
     if url.is_empty()
         || url.len() > 2048

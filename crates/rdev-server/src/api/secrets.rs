@@ -1,6 +1,8 @@
 //! `PUT /secrets/{scope}/{name}`, `GET /secrets[?scope=]`, `DELETE /secrets/{scope}/{name}`:
 //! the credential store over HTTP. Values are write-only: no response carries one, and
-//! rejected bodies are answered without echoing what was sent. Handlers only parse, call
+//! rejected bodies are answered without echoing what was sent. The callback signing secret
+//! is not reachable here: it is not listed, and `PUT`/`DELETE` on its name answer 403
+//! `reserved_secret_name`. Handlers only parse, call
 //! [`SecretService`](crate::secrets::SecretService) and map errors.
 
 use axum::{
@@ -49,6 +51,10 @@ fn parse(scope: &str, name: &str) -> Result<(SecretScope, SecretName), ApiError>
 /// Maps a service error to a response; messages never contain values.
 fn api_error(e: SecretError) -> ApiError {
     let status = match &e {
+        // Well-formed, but no client may touch it: only `POST /projects/{name}/webhook-secret`.
+        SecretError::Invalid(rdev_core::ValidationError::ReservedSecretName { .. }) => {
+            StatusCode::FORBIDDEN
+        }
         SecretError::Invalid(_) | SecretError::InvalidValue(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SecretError::NotFound { .. } | SecretError::Store(StoreError::NotFound { .. }) => {
             StatusCode::NOT_FOUND

@@ -2,7 +2,9 @@
 //! each payload signed per Standard Webhooks, and records every attempt on the row (so
 //! deliveries are visible on the task). Failures retry with capped exponential backoff and
 //! jitter until the row is older than `max_age` (24 h by default), then it expires. The
-//! `webhook-id` stays the same across retries so receivers can de-duplicate.
+//! `webhook-id` stays the same across retries so receivers can de-duplicate. A callback is
+//! never sent unsigned: without the project's signing secret the attempt fails and says so
+//! on the row, and is retried like any other failure (rotating the secret lets it through).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -184,17 +186,27 @@ impl Dispatcher {
         if let Err(e) = check_url(&row.url, self.config.allow_private) {
             return Delivery::Failed(e.to_string());
         }
-        let project = row
+        let Some(project) = row
             .payload
             .get("project_id")
             .and_then(|v| v.as_str())
-            .and_then(|p| ProjectName::parse(p).ok());
-        let secret = match &project {
-            Some(p) => match self.keys.signing_secret(p).await {
-                Ok(s) => s,
-                Err(e) => return Delivery::Failed(format!("signing secret unavailable: {e}")),
-            },
-            None => None,
+            .and_then(|p| ProjectName::parse(p).ok())
+        else {
+            return Delivery::Failed(
+                "not sent: the payload names no project, so there is no key to sign it with"
+                    .to_owned(),
+            );
+        };
+        let secret = match self.keys.signing_secret(&project).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Delivery::Failed(format!(
+                    "not sent: project {project} has no callback signing secret (rotate it \
+                     with POST /projects/{project}/webhook-secret); callbacks are never sent \
+                     unsigned"
+                ))
+            }
+            Err(e) => return Delivery::Failed(format!("signing secret unavailable: {e}")),
         };
         let body = match serde_json::to_vec(&row.payload) {
             Ok(b) => b,
@@ -208,11 +220,9 @@ impl Dispatcher {
             .header("webhook-id", &id);
         let ts = Utc::now().timestamp();
         req = req.header("webhook-timestamp", ts.to_string());
-        if let Some(secret) = &secret {
-            match sign(secret, &id, ts, &body) {
-                Ok(h) => req = req.header("webhook-signature", h.webhook_signature),
-                Err(e) => return Delivery::Failed(e.to_string()),
-            }
+        match sign(&secret, &id, ts, &body) {
+            Ok(h) => req = req.header("webhook-signature", h.webhook_signature),
+            Err(e) => return Delivery::Failed(e.to_string()),
         }
         match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => Delivery::Delivered,

@@ -1,8 +1,12 @@
 //! Each project's callback signing secret lives in the credential store (scope
 //! `project:<name>`, name [`WEBHOOK_SECRET_NAME`]), encrypted like every other secret and
-//! audited on every read. It is created with the project and shown once.
+//! audited on every read. It is created with the project and shown once. The name is
+//! reserved: `/secrets` and `rdev secret` neither list, set nor delete it and no secret plan
+//! may inject it, so this module (`POST /projects` and `POST /projects/{name}/webhook-secret`)
+//! is the only writer and the dispatcher the only reader.
 
 use async_trait::async_trait;
+pub use rdev_core::secrets::WEBHOOK_SECRET_NAME;
 use rdev_core::{
     secrets::{SecretName, SecretScope},
     ProjectName, SecretString,
@@ -10,13 +14,6 @@ use rdev_core::{
 
 use super::{dispatcher::SigningKeys, signing::generate_secret};
 use crate::secrets::{SecretError, SecretService};
-
-/// The secret name holding a project's `whsec_` signing secret.
-pub const WEBHOOK_SECRET_NAME: &str = "RDEV_WEBHOOK_SECRET";
-
-fn name() -> SecretName {
-    SecretName::parse(WEBHOOK_SECRET_NAME).expect("a valid secret name")
-}
 
 /// Creates (or replaces) `project`'s signing secret and returns it, to be shown once.
 pub async fn rotate_signing_secret(
@@ -26,9 +23,9 @@ pub async fn rotate_signing_secret(
 ) -> Result<SecretString, SecretError> {
     let secret = generate_secret();
     secrets
-        .set(
+        .set_reserved(
             &SecretScope::Project(project.clone()),
-            &name(),
+            &SecretName::webhook_secret(),
             &secret,
             actor,
         )
@@ -42,7 +39,7 @@ impl SigningKeys for SecretService {
         match self
             .read(
                 &SecretScope::Project(project.clone()),
-                &name(),
+                &SecretName::webhook_secret(),
                 "callback-dispatcher",
                 "callback",
             )

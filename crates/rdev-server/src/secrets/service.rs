@@ -2,6 +2,8 @@
 //! before they reach the repository, checks the master key before the first operation,
 //! writes an audit row for every read, write, delete and rotation, resolves the secrets a
 //! build asks for into an [`Injection`], and rotates the master key in one transaction.
+//! Reserved names (the callback signing secret) are kept out of `set`, `list`, `remove`
+//! and `inject`; only rdev's own code writes them, through `set_reserved`.
 //! It must not log or format a value; values leave only inside [`Injection`] or
 //! [`SecretService::read`], whose callers hand them straight to a child process.
 
@@ -236,8 +238,22 @@ impl SecretService {
         }
     }
 
-    /// Stores `value` as the next version of `scope/name`; returns its metadata.
+    /// Stores `value` as the next version of `scope/name`; returns its metadata. A reserved
+    /// name is refused (`reserved_secret_name`).
     pub async fn set(
+        &self,
+        scope: &SecretScope,
+        name: &SecretName,
+        value: &SecretString,
+        actor: &str,
+    ) -> Result<SecretMeta, SecretError> {
+        name.check_not_reserved()?;
+        self.set_reserved(scope, name, value, actor).await
+    }
+
+    /// [`Self::set`] that also writes reserved names: for rdev's own secrets (the callback
+    /// signing secret, `crate::callbacks::keys`), never for a name a client chose.
+    pub(crate) async fn set_reserved(
         &self,
         scope: &SecretScope,
         name: &SecretName,
@@ -288,19 +304,23 @@ impl SecretService {
         Err(StoreError::Conflict(last_conflict.unwrap_or_default()).into())
     }
 
-    /// Metadata of every secret (in `scope`, or all): never values.
+    /// Metadata of every secret (in `scope`, or all) except reserved ones: never values.
     pub async fn list(&self, scope: Option<&SecretScope>) -> Result<Vec<SecretMeta>, SecretError> {
         self.verify_key().await?;
-        Ok(self.repo.list(scope).await?)
+        let mut metas = self.repo.list(scope).await?;
+        metas.retain(|m| !m.name.is_reserved());
+        Ok(metas)
     }
 
-    /// Deletes every version of `scope/name`; returns how many versions went.
+    /// Deletes every version of `scope/name`; returns how many versions went. A reserved
+    /// name is refused (`reserved_secret_name`).
     pub async fn remove(
         &self,
         scope: &SecretScope,
         name: &SecretName,
         actor: &str,
     ) -> Result<u64, SecretError> {
+        name.check_not_reserved()?;
         self.verify_key().await?;
         let audit = self.audit(scope, name, None, AuditAction::Delete, actor, None);
         match self.repo.delete(scope, name, &audit).await {
@@ -386,7 +406,9 @@ impl SecretService {
     }
 
     /// Resolves a build's secrets: agent environment, git variables for `remote_url`, and
-    /// the redactor covering every value handed out.
+    /// the redactor covering every value handed out. The plan is checked again first
+    /// ([`InjectionPlan::validate`]: fenced variables, reserved names), so a plan stored
+    /// before a rule existed, or written around the API, fails before any secret is read.
     pub async fn inject(
         &self,
         project: &ProjectName,
@@ -394,10 +416,10 @@ impl SecretService {
         remote_url: &str,
         actor: &str,
     ) -> Result<Injection, SecretError> {
+        plan.validate()?;
         let mut env = Vec::with_capacity(plan.env.len());
         let mut redact: Vec<SecretString> = Vec::new();
         for (var, name) in &plan.env {
-            validate_env_name(var)?;
             let value = self.read_for_project(project, name, actor).await?;
             redact.push(value.clone());
             env.push((var.clone(), value));
@@ -534,20 +556,6 @@ fn validate_value(value: &SecretString) -> Result<(), SecretError> {
     if v.contains('\0') {
         return Err(SecretError::InvalidValue(
             "the value contains a NUL byte, which no environment variable can hold".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-/// Environment names a plan may set: valid names that cannot hijack git or the loader.
-fn validate_env_name(var: &str) -> Result<(), SecretError> {
-    SecretName::parse(var)?;
-    if var.starts_with("GIT_") || var.starts_with("LD_") {
-        return Err(SecretError::Invalid(
-            rdev_core::ValidationError::InvalidField {
-                field: "environment variable",
-                reason: format!("{var} is reserved (GIT_* and LD_* cannot be injected)"),
-            },
         ));
     }
     Ok(())

@@ -60,3 +60,42 @@ pub async fn spawn_app() -> TestApp {
 pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// POSTs a build of `project` and returns its task id, asserting it was queued (202).
+pub async fn start_build(
+    client: &reqwest::Client,
+    address: &str,
+    project: &str,
+    body: Value,
+) -> String {
+    let r = client
+        .post(format!("{address}/project/{project}/build"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{body}");
+    r.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_owned()
+}
+
+/// GETs `/tasks/{id}` until `done` holds for the answer or `timeout` passes; returns the
+/// last answer either way, for the caller to assert on.
+pub async fn wait_for_task(
+    client: &reqwest::Client,
+    address: &str,
+    id: &str,
+    timeout: std::time::Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let task = get_json(client, format!("{address}/tasks/{id}")).await;
+        if done(&task) || tokio::time::Instant::now() > deadline {
+            return task;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
