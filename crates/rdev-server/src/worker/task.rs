@@ -267,6 +267,7 @@ async fn build_in(
         Err(e) => return failed(e, false),
     };
     let mut request = AgentRequest::new(spec.prompt.clone(), ws.dir.clone(), spec.timeout());
+    request.read_only_paths = ws.agent_read_only_paths();
     request.model = spec.model.clone();
     request.session_id = spec.session_id.clone();
     request.env = injection.env.iter().cloned().collect();

@@ -1,0 +1,98 @@
+//! Git for builds: one warm bare mirror per project, a cheap per-task checkout sharing the
+//! mirror's objects (made ahead of time as a spare), committing with the `Rdev-Task`
+//! trailer, finding a task's commit on the remote, and pushing. It runs the `git` binary and
+//! knows nothing about tasks beyond their id.
+//!
+//! The agent writes a checkout's worktree and nothing else of it: each checkout keeps its
+//! git directory beside the worktree (`work/<name>/git` next to `work/<name>/tree`), the
+//! worktree's `.git` is only a `gitdir:` file for the agent's own `git status`, and every
+//! git command rdev runs names the git dir and worktree explicitly, in a cleared
+//! environment, with hooks, fsmonitor, submodule recursion and signing off ([`command`]).
+//! Credentials reach git only as `GIT_CONFIG_COUNT` entries of a [`GitEnv`], never argv or a
+//! config file.
+//!
+//! - [`command`]: running git hardened (the only place that spawns it).
+//! - [`workspaces`]: mirrors, the checkout layout, creating and removing checkouts.
+//! - [`spares`]: checkouts made ahead of time, keyed by commit.
+//! - [`workspace`]: one task's checkout: status, commit, push.
+
+mod command;
+mod spares;
+mod workspace;
+mod workspaces;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::time::Duration;
+
+use rdev_core::ErrorCode;
+pub use workspace::Workspace;
+pub use workspaces::{GitWorkspaces, DEFAULT_SPARE_CHECKOUTS};
+
+/// The commit trailer that ties a commit to the task that made it.
+pub const TASK_TRAILER: &str = "Rdev-Task";
+
+/// A git command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("could not run git: {0}")]
+    Spawn(String),
+    #[error("`git {args}` failed ({status}): {stderr}")]
+    Failed {
+        args: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("git output was not understood: {0}")]
+    Parse(String),
+    #[error("git timed out after {0:?}: {1}")]
+    Timeout(Duration, String),
+}
+
+impl ErrorCode for GitError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Spawn(_) => "git_unavailable",
+            Self::Failed { .. } => "git_failed",
+            Self::Parse(_) => "git_parse_error",
+            Self::Timeout(..) => "git_timeout",
+        }
+    }
+}
+
+impl GitError {
+    /// A filesystem error while arranging a checkout.
+    fn io(e: std::io::Error) -> Self {
+        Self::Spawn(e.to_string())
+    }
+}
+
+/// Author identity for rdev's commits.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Author {
+    fn default() -> Self {
+        Self {
+            name: "rdev".to_owned(),
+            email: "rdev@localhost".to_owned(),
+        }
+    }
+}
+
+/// The credential entries handed to every git invocation (`GIT_CONFIG_COUNT`,
+/// `GIT_CONFIG_KEY_<n>`, `GIT_CONFIG_VALUE_<n>`, e.g. the token header from the secret
+/// store). Other variables are dropped, not passed. Values are never logged.
+#[derive(Clone, Default)]
+pub struct GitEnv(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for GitEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.0.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("GitEnv").field("keys", &keys).finish()
+    }
+}
