@@ -37,7 +37,9 @@ impl ClaudeCodeAgent {
     pub fn new(config: ClaudeCodeConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let transport: Arc<dyn Transport> = match &config.transport {
-            TransportConfig::Local => Arc::new(LocalTransport),
+            TransportConfig::Local => Arc::new(LocalTransport::new(crate::sandbox::Sandbox::new(
+                config.sandbox.clone(),
+            ))),
             TransportConfig::Kubectl(k) => Arc::new(KubectlTransport::new(
                 k.clone(),
                 crate::env::inherited(&config.inherit_env),

@@ -23,7 +23,12 @@ use rdev_core::{
 pub use supervisor::{OpenCodeServer, ServerState, SupervisorError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{common, redact::EventRedactor, run_table::RunTable};
+use crate::{
+    common,
+    redact::EventRedactor,
+    run_table::RunTable,
+    sandbox::{Sandbox, SandboxMode},
+};
 
 /// Why the adapter could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub struct OpenCodeAgent {
     runs: RunTable,
     /// Secret values that must never leave the adapter in events or results.
     redactor: EventRedactor,
+    /// The supervised server's sandbox, checked before each run.
+    sandbox: Sandbox,
 }
 
 impl OpenCodeAgent {
@@ -86,6 +93,7 @@ impl OpenCodeAgent {
         let client = OpenCodeClient::new(base, auth, config.request_timeout)?;
         Ok(Self {
             redactor: config.redactor(None),
+            sandbox: Sandbox::new(config.server.sandbox.clone()),
             config,
             endpoint: Endpoint::Fixed(client),
             runs: RunTable::default(),
@@ -102,6 +110,7 @@ impl OpenCodeAgent {
         let server = OpenCodeServer::start(&config, shutdown)?;
         Ok(Self {
             redactor: server.redactor().clone(),
+            sandbox: Sandbox::new(config.server.sandbox.clone()),
             config,
             endpoint: Endpoint::Supervised {
                 server,
@@ -128,6 +137,27 @@ impl OpenCodeAgent {
             Self::connect(config)
         } else {
             Self::supervise(config, shutdown)
+        }
+    }
+
+    /// Fails closed when the supervised server's sandbox cannot start, or cannot see the
+    /// run's directory (it sees only the configured task roots). A server rdev does not
+    /// supervise is the operator's boundary (docs/security.md).
+    async fn check_sandbox(&self, request: &AgentRequest) -> Result<(), AgentError> {
+        let server = &self.config.server;
+        if self.server().is_none() || server.sandbox.mode == SandboxMode::None {
+            return Ok(());
+        }
+        self.sandbox.check().await?;
+        let dir = std::path::absolute(&request.workdir).unwrap_or(request.workdir.clone());
+        if server.task_roots.iter().any(|root| dir.starts_with(root)) {
+            Ok(())
+        } else {
+            Err(AgentError::SandboxUnavailable(format!(
+                "{} is outside the opencode sandbox's task roots ({:?})",
+                dir.display(),
+                server.task_roots
+            )))
         }
     }
 
@@ -202,6 +232,7 @@ impl CodeAgent for OpenCodeAgent {
                     .to_owned(),
             }));
         }
+        self.check_sandbox(&request).await?;
         // A run that never reached the server ends as cancelled, and reports it.
         let cancelled = |why: &str| {
             let session = request.session_id.clone();

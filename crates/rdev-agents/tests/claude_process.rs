@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use rdev_agents::claude_code::{ClaudeCodeAgent, ClaudeCodeConfig, KubectlConfig, TransportConfig};
+use rdev_agents::{
+    claude_code::{ClaudeCodeAgent, ClaudeCodeConfig, KubectlConfig, TransportConfig},
+    sandbox::{SandboxConfig, SandboxMode},
+};
 use rdev_core::{
     AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, CodeAgent, SecretString,
 };
@@ -45,11 +48,19 @@ impl Fixture {
         path
     }
 
+    /// Unsandboxed: these stand-ins report their pids with `$$`, which inside the
+    /// sandbox's PID namespace are not the host's. Supervision is the same either way; the
+    /// sandboxed family kill is checked by crates/rdev-server/tests/escape.rs and
+    /// `sandboxed_stand_in_sees_only_its_task` below.
     fn config(&self, bin: &Path) -> ClaudeCodeConfig {
         ClaudeCodeConfig {
             bin: Some(bin.to_path_buf()),
             config_root: Some(self.path("config-root")),
             kill_grace: Duration::from_millis(500),
+            sandbox: SandboxConfig {
+                mode: SandboxMode::None,
+                ..SandboxConfig::default()
+            },
             ..ClaudeCodeConfig::default()
         }
     }
@@ -276,12 +287,10 @@ echo '{RESULT}'"#,
             "--verbose",
             "--permission-mode",
             "bypassPermissions",
-            "--model",
-            "claude-test",
+            "--model=claude-test",
             "--max-turns",
             "7",
-            "--resume",
-            "prev-session"
+            "--resume=prev-session"
         ]
     );
     let texts: Vec<&str> = events
@@ -343,6 +352,43 @@ async fn a_silent_cli_is_unavailable_and_is_killed() {
     for pid in wait_for_pids(&pids, 1).await {
         assert!(is_dead(pid));
     }
+}
+
+/// The same stand-in mechanism inside the default sandbox: the CLI runs in its own PID
+/// namespace with a throw-away HOME, sees its workdir, and a missing binary is still a
+/// spawn error naming it.
+#[tokio::test]
+async fn sandboxed_stand_in_sees_only_its_task() {
+    let f = Fixture::new();
+    let out = f.path("seen");
+    let bin = f.script(
+        "claude-sandboxed",
+        &format!(
+            r#"{{ echo "pid=$$"; echo "home=$HOME"; ls /proc | grep -c '^[0-9]'; ls /root 2>&1; cat /proc/self/status | grep NoNewPrivs; }} > '{out}'
+echo '{INIT}'
+echo '{RESULT}'"#,
+            out = out.display()
+        ),
+    );
+    let mut cfg = f.config(&bin);
+    cfg.sandbox = SandboxConfig::default();
+    let agent = ClaudeCodeAgent::new(cfg.clone()).unwrap();
+    let (result, _) = run(&agent, f.request("go", 60)).await;
+    assert_eq!(result.unwrap().status, AgentStatus::Success);
+    let seen = std::fs::read_to_string(&out).unwrap();
+    assert!(seen.contains("home=/home/agent"), "{seen}");
+    assert!(
+        seen.contains("No such file"),
+        "/root is not mounted: {seen}"
+    );
+    assert!(seen.contains("NoNewPrivs:\t1"), "{seen}");
+    let procs: usize = seen.lines().nth(2).unwrap().trim().parse().unwrap();
+    assert!(procs < 10, "a fresh PID namespace: {seen}");
+    cfg.bin = Some(f.path("no-such-claude"));
+    let agent = ClaudeCodeAgent::new(cfg).unwrap();
+    let (result, _) = run(&agent, f.request("go", 60)).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, AgentError::Spawn(_)), "{err:?}");
 }
 
 #[tokio::test]

@@ -55,16 +55,31 @@ pub fn build_agent(
     shutdown: &CancellationToken,
 ) -> Result<Arc<dyn CodeAgent>, AgentSetupError> {
     let unavailable = |e: &dyn std::fmt::Display| AgentSetupError::Unavailable(e.to_string());
+    let sandbox = config.agents.sandbox_config();
     match id {
-        AgentProvider::CLAUDE_CODE => ClaudeCodeAgent::new(config.agents.claude_code.clone())
-            .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-            .map_err(|e| unavailable(&e)),
-        AgentProvider::OPENCODE => OpenCodeAgent::from_config(
-            config.agents.opencode.clone().with_env_overrides(),
-            shutdown,
-        )
-        .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-        .map_err(|e| unavailable(&e)),
+        AgentProvider::CLAUDE_CODE => {
+            let mut claude = config.agents.claude_code.clone();
+            claude.sandbox = sandbox;
+            ClaudeCodeAgent::new(claude)
+                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+                .map_err(|e| unavailable(&e))
+        }
+        AgentProvider::OPENCODE => {
+            let mut opencode = config.agents.opencode.clone().with_env_overrides();
+            let (writable, read_only) = GitWorkspaces::agent_roots(&config.data_dir.join("git"));
+            // The server's sandbox mounts these at start, before the first checkout exists.
+            for dir in writable.iter().chain(&read_only) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    AgentSetupError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            opencode.server.sandbox = sandbox;
+            opencode.server.task_roots = writable;
+            opencode.server.task_read_only = read_only;
+            OpenCodeAgent::from_config(opencode, shutdown)
+                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
+                .map_err(|e| unavailable(&e))
+        }
         other => Err(AgentSetupError::Unknown(other.to_owned())),
     }
 }
@@ -76,6 +91,13 @@ pub fn build_registry(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ProviderRegistry> {
     let registry = ProviderRegistry::new();
+    if config.agents.sandbox == rdev_agents::sandbox::SandboxMode::None {
+        tracing::warn!(
+            "agents.sandbox = \"none\": agents run UNSANDBOXED and can read everything rdev \
+             can (data directory, master key, environment); use this only when a VM or \
+             container per rdev is the boundary"
+        );
+    }
     for id in &config.agents.enabled {
         match build_agent(config, id, shutdown) {
             Ok(agent) => registry.register(agent)?,

@@ -12,6 +12,7 @@ use figment::{
     providers::{Env, Format, Toml},
     Figment,
 };
+use rdev_agents::sandbox::{SandboxConfig, SandboxMode};
 use rdev_core::{RequestLimits, SecretString};
 use serde::Deserialize;
 
@@ -79,6 +80,45 @@ pub struct AgentsConfig {
     pub claude_code: rdev_agents::claude_code::ClaudeCodeConfig,
     /// `[agents.opencode]`
     pub opencode: rdev_agents::opencode::OpenCodeConfig,
+    /// `"bubblewrap"` (default): every locally run agent process starts in a bubblewrap
+    /// sandbox, and a run fails with `sandbox_unavailable` when it cannot; `"none"` runs
+    /// agents unsandboxed (rdev warns at start). See docs/security.md.
+    pub sandbox: SandboxMode,
+    /// The `bwrap` binary (default `bwrap` on `PATH`).
+    pub bwrap_bin: Option<PathBuf>,
+    /// Extra host paths every agent sandbox mounts read-only (e.g. a CLI installed outside
+    /// `/usr` and outside an npm `node_modules` tree).
+    pub sandbox_read_only: Vec<PathBuf>,
+}
+
+impl AgentsConfig {
+    /// The sandbox settings every local agent shares.
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        SandboxConfig {
+            mode: self.sandbox,
+            bwrap_bin: self.bwrap_bin.clone(),
+            read_only: self.sandbox_read_only.clone(),
+        }
+    }
+
+    /// How provider `id` is isolated: `kubernetes_pod` (kubectl transport), `external`
+    /// (an OpenCode server rdev does not supervise), else the sandbox mode.
+    pub fn isolation(&self, id: &str) -> &'static str {
+        use rdev_agents::claude_code::TransportConfig;
+        match id {
+            rdev_core::AgentProvider::CLAUDE_CODE
+                if matches!(self.claude_code.transport, TransportConfig::Kubectl(_)) =>
+            {
+                "kubernetes_pod"
+            }
+            rdev_core::AgentProvider::OPENCODE
+                if self.opencode.clone().with_env_overrides().url.is_some() =>
+            {
+                "external"
+            }
+            _ => self.sandbox.as_str(),
+        }
+    }
 }
 
 impl Default for AgentsConfig {
@@ -87,6 +127,9 @@ impl Default for AgentsConfig {
             enabled: vec!["claude-code".into(), "opencode".into()],
             claude_code: Default::default(),
             opencode: Default::default(),
+            sandbox: SandboxMode::default(),
+            bwrap_bin: None,
+            sandbox_read_only: Vec::new(),
         }
     }
 }

@@ -12,7 +12,10 @@ use std::{
 use rdev_core::{ErrorCode, SecretString, DEFAULT_AVAILABILITY_TIMEOUT};
 use serde::Deserialize;
 
-use crate::settings::{self, secs};
+use crate::{
+    sandbox::SandboxConfig,
+    settings::{self, secs},
+};
 
 /// Environment variable that overrides [`ClaudeCodeConfig::bin`].
 pub const BIN_ENV: &str = "RDEV_CLAUDE_BIN";
@@ -56,6 +59,10 @@ pub struct ClaudeCodeConfig {
     pub config_root: Option<PathBuf>,
     /// Extra CLI arguments appended after rdev's own (e.g. `--fallback-model`).
     pub extra_args: Vec<String>,
+    /// The sandbox local runs start in; set from `[agents]` (`sandbox`, `bwrap_bin`,
+    /// `sandbox_read_only`), not from this table. Bubblewrap by default.
+    #[serde(skip)]
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for ClaudeCodeConfig {
@@ -74,6 +81,7 @@ impl Default for ClaudeCodeConfig {
             isolate_config: true,
             config_root: None,
             extra_args: Vec::new(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }

@@ -55,6 +55,11 @@ pub struct RunContext<'a> {
 }
 
 /// The CLI arguments for `request` (the prompt is not among them: it goes on stdin).
+///
+/// Values from the request are glued to their flag (`--model=<name>`, `--resume=<id>`), one
+/// argv element each: `--resume` takes an optional value, so a separate element that looks
+/// like an option (`--resume --permission-mode=...`) would be parsed as one.
+/// `AgentRequest::validate` refuses such values first; this is the second wall.
 pub fn cli_args(config: &ClaudeCodeConfig, request: &AgentRequest) -> Vec<String> {
     let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
         .into_iter()
@@ -65,7 +70,7 @@ pub fn cli_args(config: &ClaudeCodeConfig, request: &AgentRequest) -> Vec<String
         config.permission_mode.as_str().to_owned(),
     ]);
     if let Some(model) = &request.model {
-        args.extend(["--model".to_owned(), model.clone()]);
+        args.push(format!("--model={model}"));
     }
     if let Some(turns) = request.max_turns {
         args.extend(["--max-turns".to_owned(), turns.to_string()]);
@@ -74,7 +79,7 @@ pub fn cli_args(config: &ClaudeCodeConfig, request: &AgentRequest) -> Vec<String
         args.extend(["--max-budget-usd".to_owned(), cost.to_string()]);
     }
     if let Some(session) = &request.session_id {
-        args.extend(["--resume".to_owned(), session.clone()]);
+        args.push(format!("--resume={session}"));
     }
     args.extend(config.extra_args.iter().cloned());
     args
@@ -156,6 +161,11 @@ pub async fn run(
                     .filter_map(|(k, v)| k.to_str().filter(|k| looks_secret(k)).and(v.to_str())),
             ),
     );
+    let writable = env
+        .iter()
+        .filter(|(k, _)| k == "CLAUDE_CONFIG_DIR")
+        .map(|(_, v)| PathBuf::from(v.expose()))
+        .collect();
     let prepared = ctx
         .transport
         .prepare(Launch {
@@ -164,8 +174,11 @@ pub async fn run(
             workdir: request.workdir.clone(),
             inherited,
             env,
+            writable,
+            read_only: request.read_only_paths.clone(),
         })
-        .map_err(|e| invalid("env", e.to_string()))?;
+        .await?;
+    let _scratch = prepared.scratch;
     let mut command = prepared.command;
     let mut child = process::spawn_in_group(&mut command)
         .map_err(|e| AgentError::Spawn(format!("{}: {e}", display_program(&ctx, &command))))?;
@@ -432,4 +445,49 @@ fn build_result(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdev_core::RequestLimits;
+
+    use super::*;
+
+    fn request() -> AgentRequest {
+        AgentRequest::new("hi", "/tmp", Duration::from_secs(5))
+    }
+
+    #[test]
+    fn option_like_model_and_session_id_are_refused_and_never_become_options() {
+        let config = ClaudeCodeConfig::default();
+        let baseline = cli_args(&config, &request());
+        for v in [
+            "--add-dir=/",
+            "-p",
+            "--permission-mode=default",
+            "--permission-mode",
+            "--",
+        ] {
+            let mut r = request();
+            r.model = Some(v.into());
+            r.session_id = Some(v.into());
+            // The adapter's first check refuses them...
+            assert!(r.validate(&RequestLimits::UNBOUNDED).is_err(), "{v}");
+            // ...and were they built anyway, each is one element glued after its flag's `=`.
+            let args = cli_args(&config, &r);
+            let added: Vec<&str> = args
+                .iter()
+                .filter(|a| !baseline.contains(a))
+                .map(String::as_str)
+                .collect();
+            assert_eq!(args.len(), baseline.len() + 2, "{args:?}");
+            assert_eq!(
+                added,
+                [format!("--model={v}"), format!("--resume={v}")],
+                "{args:?}"
+            );
+        }
+    }
 }

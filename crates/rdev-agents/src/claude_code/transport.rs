@@ -10,11 +10,15 @@
 
 use std::{ffi::OsString, fmt, path::PathBuf, process::Stdio, time::Duration};
 
-use rdev_core::SecretString;
+use rdev_core::{AgentError, SecretString};
 use tokio::process::Command;
 
 use super::config::{ConfigError, KubectlConfig};
-use crate::process;
+use crate::{
+    common::invalid,
+    process,
+    sandbox::{Mounts, Sandbox, SandboxMode, Scratch},
+};
 
 /// The first stdout line of the kubectl wrapper: `rdev-remote-pid <pid>`.
 pub const REMOTE_PID_PREFIX: &str = "rdev-remote-pid ";
@@ -50,6 +54,10 @@ pub struct Launch {
     pub inherited: Vec<(OsString, OsString)>,
     /// Variables rdev sets for the CLI (flags, config dir, configured and request secrets).
     pub env: Vec<(String, SecretString)>,
+    /// Paths besides the workdir the CLI writes (its config dir); a sandbox mounts them.
+    pub writable: Vec<PathBuf>,
+    /// Paths the CLI may read, never write (the checkout's git dir and object store).
+    pub read_only: Vec<PathBuf>,
 }
 
 impl fmt::Debug for Launch {
@@ -70,6 +78,8 @@ pub struct Prepared {
     pub command: Command,
     /// Bytes before the prompt on stdin; may hold secrets, so it is never formatted.
     pub stdin_preamble: Vec<u8>,
+    /// The sandbox's throw-away `HOME` and `/tmp`; keep it until the run has ended.
+    pub scratch: Option<Scratch>,
 }
 
 impl fmt::Debug for Prepared {
@@ -77,6 +87,7 @@ impl fmt::Debug for Prepared {
         f.debug_struct("Prepared")
             .field("command", &self.command)
             .field("stdin_preamble_len", &self.stdin_preamble.len())
+            .field("sandboxed", &self.scratch.is_some())
             .finish()
     }
 }
@@ -84,8 +95,9 @@ impl fmt::Debug for Prepared {
 /// Starts the CLI somewhere.
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
-    /// Builds the command for `launch`.
-    fn prepare(&self, launch: Launch) -> Result<Prepared, ConfigError>;
+    /// Builds the command for `launch`. A sandboxed transport that cannot start its
+    /// sandbox fails with `sandbox_unavailable`.
+    async fn prepare(&self, launch: Launch) -> Result<Prepared, AgentError>;
 
     /// Whether the first stdout line is a `rdev-remote-pid` line to consume.
     fn reports_remote_pid(&self) -> bool;
@@ -98,29 +110,76 @@ fn piped(mut command: Command) -> Command {
     command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_clear();
+        .stderr(Stdio::piped());
     command
 }
 
-/// Runs the CLI as a local child process.
-#[derive(Debug, Default, Clone)]
-pub struct LocalTransport;
+/// Runs the CLI as a local child process, inside the [`Sandbox`] unless it is configured
+/// off (`agents.sandbox = "none"`).
+#[derive(Debug, Clone)]
+pub struct LocalTransport {
+    sandbox: Sandbox,
+}
+
+impl LocalTransport {
+    /// A local transport with `sandbox`.
+    pub fn new(sandbox: Sandbox) -> Self {
+        Self { sandbox }
+    }
+}
 
 #[async_trait::async_trait]
 impl Transport for LocalTransport {
-    fn prepare(&self, launch: Launch) -> Result<Prepared, ConfigError> {
-        let mut command = piped(Command::new(&launch.bin));
-        command
-            .args(&launch.args)
-            .current_dir(&launch.workdir)
-            .envs(launch.inherited);
-        for (k, v) in &launch.env {
-            command.env(k, v.expose());
-        }
+    async fn prepare(&self, launch: Launch) -> Result<Prepared, AgentError> {
+        let env = launch.inherited.into_iter().chain(
+            launch
+                .env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v.expose()))),
+        );
+        let (command, scratch) = match self.sandbox.mode() {
+            SandboxMode::None => {
+                let mut command = Command::new(&launch.bin);
+                command
+                    .args(&launch.args)
+                    .current_dir(&launch.workdir)
+                    .env_clear()
+                    .envs(env);
+                (command, None)
+            }
+            SandboxMode::Bubblewrap => {
+                // Inside, a missing binary would only be bwrap's exit status; say it here.
+                if crate::sandbox::find_program(&launch.bin).is_none() {
+                    return Err(AgentError::Spawn(format!(
+                        "{}: No such file or directory",
+                        launch.bin.display()
+                    )));
+                }
+                let bwrap = self.sandbox.check().await?;
+                let scratch = Scratch::new()?;
+                let mut writable = vec![launch.workdir.clone()];
+                writable.extend(launch.writable);
+                let mounts = Mounts {
+                    writable,
+                    read_only: launch.read_only,
+                    chdir: launch.workdir,
+                };
+                let command = Sandbox::command(
+                    &bwrap,
+                    &launch.bin,
+                    &launch.args,
+                    &mounts,
+                    &scratch,
+                    env,
+                    &self.sandbox.config().read_only,
+                );
+                (command, Some(scratch))
+            }
+        };
         Ok(Prepared {
-            command,
+            command: piped(command),
             stdin_preamble: Vec::new(),
+            scratch,
         })
     }
 
@@ -163,18 +222,20 @@ impl KubectlTransport {
 
 #[async_trait::async_trait]
 impl Transport for KubectlTransport {
-    fn prepare(&self, launch: Launch) -> Result<Prepared, ConfigError> {
+    async fn prepare(&self, launch: Launch) -> Result<Prepared, AgentError> {
         let mut preamble = Vec::new();
         for (k, v) in &launch.env {
             let value = v.expose();
             if value.contains(['\n', '\0']) {
-                return Err(ConfigError::InvalidEnvValue(k.clone()));
+                let e = ConfigError::InvalidEnvValue(k.clone());
+                return Err(invalid("env", e.to_string()));
             }
             preamble.extend_from_slice(format!("{k}={value}\n").as_bytes());
         }
         preamble.push(b'\n');
         let mut command = piped(Command::new(&self.config.kubectl_bin));
         command
+            .env_clear()
             .args(self.exec_prefix())
             .args(["sh", "-c", REMOTE_WRAPPER, "rdev-claude"])
             .arg(&launch.workdir)
@@ -184,6 +245,7 @@ impl Transport for KubectlTransport {
         Ok(Prepared {
             command,
             stdin_preamble: preamble,
+            scratch: None,
         })
     }
 
@@ -249,11 +311,13 @@ mod tests {
             workdir: "/w".into(),
             inherited: vec![],
             env: vec![("ANTHROPIC_API_KEY".into(), SecretString::new("sk-secret"))],
+            writable: vec![],
+            read_only: vec![],
         }
     }
 
-    #[test]
-    fn kubectl_puts_secrets_on_stdin_never_in_argv() {
+    #[tokio::test]
+    async fn kubectl_puts_secrets_on_stdin_never_in_argv() {
         let t = KubectlTransport::new(
             KubectlConfig {
                 kubectl_bin: "/k".into(),
@@ -263,7 +327,7 @@ mod tests {
             },
             vec![],
         );
-        let p = t.prepare(launch()).unwrap();
+        let p = t.prepare(launch()).await.unwrap();
         let argv: Vec<String> = p
             .command
             .as_std()
@@ -279,8 +343,8 @@ mod tests {
         assert!(!format!("{p:?}").contains("sk-secret"));
     }
 
-    #[test]
-    fn kubectl_refuses_values_with_newlines() {
+    #[tokio::test]
+    async fn kubectl_refuses_values_with_newlines() {
         let t = KubectlTransport::new(
             KubectlConfig {
                 kubectl_bin: "/k".into(),
@@ -292,10 +356,8 @@ mod tests {
         );
         let mut l = launch();
         l.env.push(("X".into(), SecretString::new("a\nb")));
-        assert_eq!(
-            t.prepare(l).unwrap_err(),
-            ConfigError::InvalidEnvValue("X".into())
-        );
+        let err = t.prepare(l).await.unwrap_err();
+        assert!(err.to_string().contains("newline"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     redact::EventRedactor,
+    sandbox::SandboxConfig,
     settings::{self, secs},
 };
 
@@ -89,6 +90,19 @@ pub struct ServerConfig {
     /// Longest wait before restarting a server that keeps dying.
     #[serde(with = "secs")]
     pub restart_max_delay: Duration,
+    /// The sandbox the server starts in; set from `[agents]` (`sandbox`, `bwrap_bin`,
+    /// `sandbox_read_only`), not from this table. Bubblewrap by default.
+    #[serde(skip)]
+    pub sandbox: SandboxConfig,
+    /// Directories task checkouts live under: one server serves every session, so its
+    /// sandbox sees these read-write (see docs/decisions.md). rdev sets them from its
+    /// data directory; a run whose directory is outside them fails closed.
+    #[serde(skip)]
+    pub task_roots: Vec<PathBuf>,
+    /// Directories the server's sandbox sees read-only (the checkouts' git directories
+    /// and the object stores they borrow from, so an agent's own `git status` works).
+    #[serde(skip)]
+    pub task_read_only: Vec<PathBuf>,
 }
 
 impl Default for OpenCodeConfig {
@@ -122,6 +136,9 @@ impl Default for ServerConfig {
             kill_grace: Duration::from_secs(5),
             restart_min_delay: Duration::from_millis(500),
             restart_max_delay: Duration::from_secs(30),
+            sandbox: SandboxConfig::default(),
+            task_roots: Vec::new(),
+            task_read_only: Vec::new(),
         }
     }
 }

@@ -5,7 +5,12 @@
 //! where the server can be reached; it never talks to sessions and never decides what a
 //! run's result is.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    ffi::{OsStr, OsString},
+    path::PathBuf,
+    process::Stdio,
+    time::Duration,
+};
 
 use backon::BackoffBuilder;
 use rand::{distr::Alphanumeric, Rng};
@@ -26,6 +31,7 @@ use super::{
 use crate::{
     process::{spawn_in_group, BoundedCapture, GroupChild},
     redact::EventRedactor,
+    sandbox::{Mounts, Sandbox, SandboxMode, Scratch},
 };
 
 /// How much of the server's stderr is kept for error messages.
@@ -119,6 +125,7 @@ impl OpenCodeServer {
             redactor: redactor.clone(),
             stop: stop.clone(),
             state: tx,
+            sandbox: Sandbox::new(config.server.sandbox.clone()),
         };
         let task = tokio::spawn(sup.run());
         Ok(Self {
@@ -205,6 +212,7 @@ struct Supervisor {
     redactor: EventRedactor,
     stop: CancellationToken,
     state: watch::Sender<ServerState>,
+    sandbox: Sandbox,
 }
 
 impl Supervisor {
@@ -246,39 +254,75 @@ impl Supervisor {
         self.state.send_replace(ServerState::Stopped);
     }
 
-    fn command(&self) -> Command {
+    /// The server's command: `opencode serve` inside the sandbox (unless configured off),
+    /// seeing its state directory and the task roots read-write. The returned scratch
+    /// directory (the sandbox's `HOME` and `/tmp`) must live as long as the process.
+    async fn command(&self) -> Result<(Command, Option<Scratch>), String> {
         let server = &self.config.server;
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
-            .current_dir(self.state_dir.join("work"))
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.envs(crate::env::inherited(&server.inherit_env))
-            .env("XDG_DATA_HOME", self.state_dir.join("data"))
-            .env("XDG_CONFIG_HOME", self.state_dir.join("config"))
-            .env("XDG_CACHE_HOME", self.state_dir.join("cache"))
-            .env("XDG_STATE_HOME", self.state_dir.join("state"))
-            // A supervised server is pinned to the installed version.
-            .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-            .env(PASSWORD_ENV, self.password.expose())
-            .env(USERNAME_ENV, &self.username);
+        let args: Vec<String> = ["serve", "--hostname", "127.0.0.1", "--port", "0"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let workdir = self.state_dir.join("work");
+        let mut env: Vec<(OsString, OsString)> = crate::env::inherited(&server.inherit_env);
+        let mut set = |k: &str, v: &OsStr| env.push((k.into(), v.to_owned()));
+        for (name, sub) in [
+            ("XDG_DATA_HOME", "data"),
+            ("XDG_CONFIG_HOME", "config"),
+            ("XDG_CACHE_HOME", "cache"),
+            ("XDG_STATE_HOME", "state"),
+        ] {
+            set(name, self.state_dir.join(sub).as_os_str());
+        }
+        // A supervised server is pinned to the installed version.
+        set("OPENCODE_DISABLE_AUTOUPDATE", OsStr::new("1"));
+        set(PASSWORD_ENV, OsStr::new(self.password.expose()));
+        set(USERNAME_ENV, OsStr::new(&self.username));
         if let Some(file) = &server.config_file {
-            cmd.env("OPENCODE_CONFIG", file);
+            set("OPENCODE_CONFIG", file.as_os_str());
         }
         if let Some(content) = &server.config_content {
-            cmd.env("OPENCODE_CONFIG_CONTENT", content.expose());
+            set("OPENCODE_CONFIG_CONTENT", OsStr::new(content.expose()));
         }
         for (name, value) in &server.env {
-            cmd.env(name, value.expose());
+            set(name, OsStr::new(value.expose()));
         }
-        cmd
+        let (mut cmd, scratch) = match self.sandbox.mode() {
+            SandboxMode::None => {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args(&args).current_dir(&workdir).env_clear().envs(env);
+                (cmd, None)
+            }
+            SandboxMode::Bubblewrap => {
+                let bwrap = self.sandbox.check().await.map_err(|e| e.to_string())?;
+                let scratch = Scratch::new().map_err(|e| e.to_string())?;
+                let mut read_only = server.task_read_only.clone();
+                read_only.extend(server.config_file.iter().cloned());
+                let mounts = Mounts {
+                    writable: std::iter::once(self.state_dir.clone())
+                        .chain(server.task_roots.iter().cloned())
+                        .collect(),
+                    read_only,
+                    chdir: workdir,
+                };
+                let extra = &self.sandbox.config().read_only;
+                let cmd = Sandbox::command(&bwrap, &self.bin, &args, &mounts, &scratch, env, extra);
+                (cmd, Some(scratch))
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok((cmd, scratch))
     }
 
     /// Runs one server process until it dies (`Some(reason)`) or supervision stops (`None`).
     async fn serve_once(&self, generation: u32) -> Option<String> {
-        let mut child = match spawn_in_group(&mut self.command()) {
+        let (mut command, _scratch) = match self.command().await {
+            Ok(c) => c,
+            Err(e) => return Some(format!("cannot start opencode serve: {e}")),
+        };
+        let mut child = match spawn_in_group(&mut command) {
             Ok(c) => c,
             Err(e) => return Some(format!("cannot run {}: {e}", self.bin.display())),
         };

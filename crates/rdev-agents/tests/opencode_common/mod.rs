@@ -99,6 +99,11 @@ pub fn supervised_config(model: &ScriptedModel, root: &Path) -> OpenCodeConfig {
     };
     config.server.state_dir = Some(root.join("state"));
     config.server.config_file = Some(config_file);
+    // The server's sandbox sees the scenarios' checkouts (below `ws`) and nothing else of
+    // the test's directory.
+    let ws = root.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    config.server.task_roots = vec![ws];
     for (k, v) in offline_env() {
         config.server.env.insert(k.to_owned(), SecretString::new(v));
     }

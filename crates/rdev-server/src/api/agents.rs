@@ -1,5 +1,6 @@
 //! `GET /agents`: the code agents this node can run, the default first, with what each
-//! supports.
+//! supports and how it is isolated (`sandbox`: `bubblewrap`, `none`, `kubernetes_pod`,
+//! `external`).
 
 use axum::{extract::State, routing::get, Json, Router};
 use serde_json::{json, Value};
@@ -21,6 +22,7 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
             Some(json!({
                 "provider": id,
                 "default": i == 0,
+                "sandbox": state.config.agents.isolation(id.as_str()),
                 "capabilities": agent.capabilities(),
             }))
         })

@@ -1,0 +1,471 @@
+//! The sandbox every locally run agent process starts in: bubblewrap (`bwrap`) with an
+//! allow-list of mounts, new user/PID/IPC/UTS namespaces, a throw-away `HOME` and `/tmp`,
+//! no capabilities and `no_new_privs` (bwrap always sets it). See docs/security.md.
+//!
+//! What the agent sees: read-only system directories (`/usr` and the merged-`/usr`
+//! symlinks), a few `/etc` files (CA certificates, passwd/group, resolv.conf, hosts), the
+//! agent CLI's install, its working directory read-write, the paths an adapter names
+//! ([`Mounts`]) at the same absolute paths, and a fresh `/proc` and `/dev`. Nothing else:
+//! not rdev's data directory, not `/root`, not a host socket. The environment is exactly
+//! what the adapter set on the command (bwrap is started with a cleared environment; the
+//! values are never put on bwrap's command line, where `ps` would show them).
+//!
+//! This module builds commands and checks that the sandbox can start; it never decides
+//! what an agent may do inside, and it does not supervise processes ([`crate::process`]).
+//! Failing closed is the rule: without a working bwrap a run fails with
+//! `sandbox_unavailable`, unless the operator set `agents.sandbox = "none"`.
+
+use std::{
+    ffi::{OsStr, OsString},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{process::Command, sync::OnceCell};
+
+/// Whether agents run sandboxed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Every agent process runs under bubblewrap; a run fails when it cannot start.
+    #[default]
+    Bubblewrap,
+    /// No sandbox: agents run with rdev's own view of the machine. Only for hosts where
+    /// something else is the boundary (a VM or container per rdev); rdev warns at start.
+    None,
+}
+
+impl SandboxMode {
+    /// The value shown in `GET /agents` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bubblewrap => "bubblewrap",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Sandbox settings, shared by every local agent (`[agents]` in rdev's configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Bubblewrap (default) or none.
+    pub mode: SandboxMode,
+    /// The `bwrap` binary; default `bwrap` on `PATH`.
+    pub bwrap_bin: Option<PathBuf>,
+    /// Extra host paths mounted read-only at the same place (e.g. a CLI installed outside
+    /// `/usr` and outside a `node_modules` tree).
+    pub read_only: Vec<PathBuf>,
+}
+
+/// The sandbox could not be set up; the run does not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SandboxError(pub String);
+
+impl From<SandboxError> for rdev_core::AgentError {
+    fn from(e: SandboxError) -> Self {
+        rdev_core::AgentError::SandboxUnavailable(e.0)
+    }
+}
+
+/// What a sandboxed process may see beyond the system: paths at the same absolute place
+/// inside as outside.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    /// Mounted read-write (the working directory, the CLI's state directory).
+    pub writable: Vec<PathBuf>,
+    /// Mounted read-only, on top of the writable ones (a git directory, an object store).
+    pub read_only: Vec<PathBuf>,
+    /// The directory the process starts in.
+    pub chdir: PathBuf,
+}
+
+/// Where the sandboxed `HOME` lives inside.
+pub const SANDBOX_HOME: &str = "/home/agent";
+
+/// System directories mounted read-only when they are directories on the host; when they
+/// are symlinks (merged `/usr`), the same symlink is made inside.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
+
+/// `/etc` entries a CLI needs: TLS roots, name resolution, user names.
+const ETC_ENTRIES: &[&str] = &[
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/alternatives",
+];
+
+/// A configured sandbox, cheap to clone. The first successful start check is remembered.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    checked: Arc<OnceCell<PathBuf>>,
+}
+
+/// A run's throw-away `HOME` and `/tmp` on the host, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Makes a fresh, private (0700) scratch directory.
+    pub fn new() -> Result<Self, SandboxError> {
+        let dir = tempfile::Builder::new()
+            .prefix("rdev-sandbox-")
+            .tempdir()
+            .map_err(|e| SandboxError(format!("cannot create the sandbox's scratch dir: {e}")))?;
+        for sub in ["home", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub))
+                .map_err(|e| SandboxError(format!("cannot create the sandbox's {sub} dir: {e}")))?;
+        }
+        Ok(Self { dir })
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+}
+
+impl Sandbox {
+    /// A sandbox with `config`.
+    pub fn new(config: SandboxConfig) -> Self {
+        Self {
+            config,
+            checked: Arc::default(),
+        }
+    }
+
+    /// Whether agents run sandboxed.
+    pub fn mode(&self) -> SandboxMode {
+        self.config.mode
+    }
+
+    /// The configured settings.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    fn bwrap_bin(&self) -> PathBuf {
+        self.config
+            .bwrap_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("bwrap"))
+    }
+
+    /// Checks that bwrap exists and can create the namespaces a run needs, by starting
+    /// `true` in a minimal sandbox. A success is remembered; a failure is checked again
+    /// next time (the operator may have fixed it). Returns the bwrap binary.
+    pub async fn check(&self) -> Result<PathBuf, SandboxError> {
+        self.checked
+            .get_or_try_init(|| async {
+                let bin = find_program(&self.bwrap_bin()).ok_or_else(|| {
+                    SandboxError(format!(
+                        "bubblewrap not found at {:?}: install the `bubblewrap` package \
+                         (scripts/setup-tools does as root) or set agents.bwrap_bin; \
+                         agents.sandbox = \"none\" runs agents unsandboxed",
+                        self.bwrap_bin()
+                    ))
+                })?;
+                let mut cmd = Command::new(&bin);
+                cmd.args(namespace_args())
+                    .args(system_args())
+                    .args(["--proc", "/proc", "--dev", "/dev", "true"])
+                    .env_clear()
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true);
+                let out = tokio::time::timeout(std::time::Duration::from_secs(10), cmd.output())
+                    .await
+                    .map_err(|_| SandboxError("bubblewrap's start check timed out".into()))?
+                    .map_err(|e| SandboxError(format!("cannot run {}: {e}", bin.display())))?;
+                if out.status.success() {
+                    Ok(bin)
+                } else {
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    Err(SandboxError(format!(
+                        "bubblewrap cannot create a sandbox here ({}): {}; user namespaces \
+                         may be disabled (kernel.unprivileged_userns_clone, \
+                         user.max_user_namespaces) or blocked by seccomp/AppArmor",
+                        out.status,
+                        stderr.trim()
+                    )))
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Wraps `program args` in bwrap with `mounts`, `scratch` as `HOME` and `/tmp`, and
+    /// `program`'s own install mounted read-only. The returned command has a cleared
+    /// environment holding `env` with `HOME` and `TMPDIR` pointed into the sandbox.
+    /// Call [`Self::check`] first; its result is the `bwrap` path.
+    pub fn command(
+        bwrap: &Path,
+        program: &Path,
+        args: &[String],
+        mounts: &Mounts,
+        scratch: &Scratch,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+        extra_read_only: &[PathBuf],
+    ) -> Command {
+        let mut cmd = Command::new(bwrap);
+        cmd.args(bwrap_args(program, mounts, scratch, extra_read_only))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .envs(
+                env.into_iter()
+                    .filter(|(k, _)| k != "HOME" && k != "TMPDIR"),
+            )
+            .env("HOME", SANDBOX_HOME)
+            .env("TMPDIR", "/tmp");
+        cmd
+    }
+}
+
+fn namespace_args() -> Vec<OsString> {
+    [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "rdev-sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
+}
+
+fn system_args() -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    for dir in SYSTEM_DIRS {
+        let path = Path::new(dir);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(path) {
+                    args.extend(["--symlink".into(), target.into_os_string(), (*dir).into()]);
+                }
+            }
+            Ok(m) if m.is_dir() => args.extend(["--ro-bind".into(), (*dir).into(), (*dir).into()]),
+            _ => {}
+        }
+    }
+    args
+}
+
+/// The full bwrap argument list before `--` (a pure function, so tests can read it).
+pub fn bwrap_args(
+    program: &Path,
+    mounts: &Mounts,
+    scratch: &Scratch,
+    extra_read_only: &[PathBuf],
+) -> Vec<OsString> {
+    let mut args = namespace_args();
+    args.extend(system_args());
+    for entry in ETC_ENTRIES {
+        args.extend(["--ro-bind-try".into(), (*entry).into(), (*entry).into()]);
+    }
+    args.extend(
+        ["--proc", "/proc", "--dev", "/dev"]
+            .into_iter()
+            .map(OsString::from),
+    );
+    let bind = |args: &mut Vec<OsString>, flag: &str, from: &Path, to: &OsStr| {
+        args.extend([flag.into(), from.as_os_str().to_owned(), to.to_owned()]);
+    };
+    bind(&mut args, "--bind", &scratch.tmp(), OsStr::new("/tmp"));
+    bind(
+        &mut args,
+        "--bind",
+        &scratch.home(),
+        OsStr::new(SANDBOX_HOME),
+    );
+    for path in install_dirs(program).iter().chain(extra_read_only) {
+        bind(&mut args, "--ro-bind", path, path.as_os_str());
+    }
+    for path in &mounts.writable {
+        bind(&mut args, "--bind", path, path.as_os_str());
+    }
+    for path in &mounts.read_only {
+        bind(&mut args, "--ro-bind", path, path.as_os_str());
+    }
+    args.extend(["--chdir".into(), mounts.chdir.as_os_str().to_owned()]);
+    args
+}
+
+/// What must be visible for `program` to run: nothing under `/usr`; for a CLI installed by
+/// npm (`…/node_modules/.bin/claude`), that `node_modules` tree (the bin is a symlink into
+/// it); otherwise the directory holding the resolved binary.
+fn install_dirs(program: &Path) -> Vec<PathBuf> {
+    let resolved = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    let mut dirs = Vec::new();
+    for path in [program, resolved.as_path()] {
+        if !path.is_absolute() || path.starts_with("/usr") {
+            continue;
+        }
+        let node_modules = path
+            .ancestors()
+            .find(|a| a.file_name() == Some(OsStr::new("node_modules")));
+        let dir = match node_modules {
+            Some(nm) => nm.to_path_buf(),
+            None => match path.parent() {
+                Some(p) => p.to_path_buf(),
+                None => continue,
+            },
+        };
+        if !dirs.iter().any(|d: &PathBuf| dir.starts_with(d)) {
+            dirs.retain(|d: &PathBuf| !d.starts_with(&dir));
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// `program` if it is a path to a file, else the first match on `PATH`.
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn mounts_an_allow_list_with_read_only_paths_on_top() {
+        let scratch = Scratch::new().unwrap();
+        let mounts = Mounts {
+            writable: vec!["/data/work/t1".into()],
+            read_only: vec!["/data/gitdirs/t1".into()],
+            chdir: "/data/work/t1".into(),
+        };
+        let args = strings(&bwrap_args(
+            Path::new("/opt/x/node_modules/.bin/claude"),
+            &mounts,
+            &scratch,
+            &[],
+        ));
+        let joined = args.join(" ");
+        for flag in [
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop ALL",
+            "--proc /proc",
+            "--ro-bind /opt/x/node_modules /opt/x/node_modules",
+            "--bind /data/work/t1 /data/work/t1",
+            "--ro-bind /data/gitdirs/t1 /data/gitdirs/t1",
+            "--chdir /data/work/t1",
+        ] {
+            assert!(joined.contains(flag), "{flag} missing from {joined}");
+        }
+        assert!(!joined.contains("--bind / /") && !joined.contains("--ro-bind / /"));
+        assert!(
+            !joined.contains("--unshare-net"),
+            "the network stays shared for now"
+        );
+        let pos = |s: &str| args.iter().position(|a| a == s).unwrap();
+        assert!(pos("/data/gitdirs/t1") > pos("/data/work/t1"));
+    }
+
+    #[test]
+    fn secrets_in_the_environment_never_reach_the_command_line() {
+        let scratch = Scratch::new().unwrap();
+        let cmd = Sandbox::command(
+            Path::new("/usr/bin/bwrap"),
+            Path::new("/usr/bin/true"),
+            &["-p".into()],
+            &Mounts {
+                chdir: "/w".into(),
+                ..Mounts::default()
+            },
+            &scratch,
+            [
+                ("API_KEY".into(), "sk-secret".into()),
+                ("HOME".into(), "/root".into()),
+            ],
+            &[],
+        );
+        let std = cmd.as_std();
+        assert!(std
+            .get_args()
+            .all(|a| !a.to_string_lossy().contains("sk-secret")));
+        let envs: Vec<(String, Option<String>)> = std
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert!(envs.contains(&("HOME".into(), Some(SANDBOX_HOME.into()))));
+        assert!(envs.contains(&("API_KEY".into(), Some("sk-secret".into()))));
+        assert!(!envs.contains(&("HOME".into(), Some("/root".into()))));
+    }
+
+    #[test]
+    fn install_dir_is_the_node_modules_tree_or_the_binary_dir() {
+        assert_eq!(
+            install_dirs(Path::new("/nonexistent/.tools/node_modules/.bin/claude")),
+            vec![PathBuf::from("/nonexistent/.tools/node_modules")]
+        );
+        assert_eq!(
+            install_dirs(Path::new("/nonexistent/bin/agent")),
+            vec![PathBuf::from("/nonexistent/bin")]
+        );
+        assert!(install_dirs(Path::new("/usr/bin/claude")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_bwrap_fails_closed_with_a_clear_message() {
+        let sandbox = Sandbox::new(SandboxConfig {
+            bwrap_bin: Some("/nonexistent/bwrap".into()),
+            ..SandboxConfig::default()
+        });
+        let err = sandbox.check().await.unwrap_err();
+        assert!(err.0.contains("bubblewrap not found"), "{err}");
+        let agent_err: rdev_core::AgentError = err.into();
+        assert_eq!(
+            rdev_core::ErrorCode::code(&agent_err),
+            "sandbox_unavailable"
+        );
+    }
+}
