@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 pub use self::error::ApiError;
 use crate::{
     cancels::TaskCancels, config::Config, git::GitWorkspaces, metrics::Metrics,
-    secrets::SecretService, templates::TemplateRegistry,
+    secrets::SecretService, templates::TemplateRegistry, tokens::TokenService,
 };
 pub use rdev_core::Store;
 
@@ -57,6 +57,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The credential store (SPEC 5).
     pub secrets: Arc<SecretService>,
+    /// API tokens: who may call the API and for what.
+    pub tokens: TokenService,
 }
 
 impl AppState {
@@ -84,11 +86,17 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(metrics::router())
         .merge(openapi::router())
+        // After routing, so it knows the route and its parameters; unknown routes get
+        // their 404 after authentication only.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())

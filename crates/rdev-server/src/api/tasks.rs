@@ -8,12 +8,12 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::sse::{Event, KeepAlive, Sse},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 
 use super::extract::{Path, Query};
 use futures::Stream;
-use rdev_core::{TaskFilter, TaskId, TaskStatus, WorkTask};
+use rdev_core::{Grant, TaskFilter, TaskId, TaskStatus, WorkTask};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -63,12 +63,16 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+/// A project-limited token sees only its projects' tasks (`auth::authorize` has already
+/// refused a `?project=` outside them).
 async fn list(
     State(state): State<AppState>,
+    Extension(grant): Extension<Grant>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = TaskFilter {
         project: q.project.as_deref().map(parse_name).transpose()?,
+        projects: grant.project_limit().map(<[_]>::to_vec),
         status: q
             .status
             .as_deref()
