@@ -47,7 +47,8 @@ enum ProjectCommand {
     },
     /// Show one project as JSON.
     Show { name: String },
-    /// Delete a project (its tasks stay as history).
+    /// Delete a project: cancel its queued and running tasks, delete its secrets and remove
+    /// the repository rdev created for it (finished tasks stay as history).
     Rm { name: String },
 }
 
@@ -111,13 +112,32 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&p)?);
         }
         ProjectCommand::Rm { name } => {
-            api.call(
-                Method::DELETE,
-                &format!("/projects/{}", path_segment(&name)),
-                None,
-            )
-            .await?;
+            let report = api
+                .call(
+                    Method::DELETE,
+                    &format!("/projects/{}", path_segment(&name)),
+                    None,
+                )
+                .await?;
             println!("deleted project {name}");
+            let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
+            println!(
+                "  cancelled tasks: {}, secrets removed: {}",
+                count("cancelled_tasks"),
+                count("secrets_removed")
+            );
+            let repo = &report["repository"];
+            if let Some(outcome) = repo["outcome"].as_str() {
+                let path = repo["path"].as_str().unwrap_or_default();
+                let why = repo["reason"].as_str().or(repo["error"].as_str());
+                match why {
+                    Some(why) => println!("  repository {outcome}: {path} ({why})"),
+                    None => println!("  repository {outcome}: {path}"),
+                }
+            }
+            if repo["outcome"] == "failed" {
+                eprintln!("warning: the repository could not be removed; remove it by hand");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

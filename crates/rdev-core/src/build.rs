@@ -70,6 +70,19 @@ impl BuildSpec {
             .unwrap_or(Self::DEFAULT_TIMEOUT)
     }
 
+    /// The request's fingerprint, for `Idempotency-Key`: the SHA-256 (lowercase hex) of the
+    /// spec as canonical JSON, with object keys sorted and null fields left out. Two bodies
+    /// that parse to the same spec (whitespace, key order, an explicit `null` or default)
+    /// have the same fingerprint, and a field added later as `None` does not change the
+    /// fingerprint of specs that leave it out.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        // A spec always serialises: its maps have string keys and it holds no floats.
+        let json = serde_json::to_value(self).map_or(serde_json::Value::Null, canonical);
+        let digest = Sha256::digest(json.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Checks prompt and timeout against `limits`, and the model and session id against
     /// the patterns that keep them from becoming options ([`crate::agent_args`]).
     pub fn validate(&self, limits: &RequestLimits) -> Result<(), ValidationError> {
@@ -85,9 +98,51 @@ impl BuildSpec {
     }
 }
 
+/// `v` with object keys in sorted order (whatever map type serde_json was built with) and
+/// null members dropped, at every depth.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let sorted: BTreeMap<String, Value> = map
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, canonical(v)))
+                .collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_ignores_layout_key_order_and_explicit_defaults() {
+        let a: BuildSpec = serde_json::from_str(
+            r#"{"prompt":"Add a FAQ","variables":{"b":"2","a":"1"},"auto_deploy":true}"#,
+        )
+        .unwrap();
+        let b: BuildSpec = serde_json::from_str(
+            r#"{ "auto_deploy" : true, "model": null, "variables": {"a":"1","b":"2"},
+                 "prompt": "Add a FAQ", "template": null }"#,
+        )
+        .unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 64);
+        let mut c = a.clone();
+        c.prompt = "Add a blog".into();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        let mut d = a.clone();
+        d.auto_deploy = false;
+        assert_ne!(a.fingerprint(), d.fingerprint());
+        let mut e = a.clone();
+        e.variables.insert("c".into(), "3".into());
+        assert_ne!(a.fingerprint(), e.fingerprint());
+    }
 
     #[test]
     fn spec_parses_the_documented_body() {

@@ -99,6 +99,11 @@ pub struct Project {
     /// The secrets builds of this project receive (agent environment, git token).
     #[serde(default)]
     pub secrets: InjectionPlan,
+    /// The bare repository rdev created for this project (an absolute path), which is
+    /// removed with it; `None` when the repository was given as `repo_url`, which rdev
+    /// never removes. Set at creation only: no change to the project can set it.
+    #[serde(default)]
+    pub created_repo: Option<String>,
 }
 
 fn default_branch() -> String {

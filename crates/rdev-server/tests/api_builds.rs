@@ -1,5 +1,6 @@
 //! `POST /project/{name}/build`: the happy path answers 202 at once, Idempotency-Key
-//! returns the same task, and every bad input gets its status code with nothing queued.
+//! returns the same task for the same request and refuses a different one, and every bad
+//! input gets its status code with nothing queued.
 
 mod common;
 
@@ -76,6 +77,39 @@ async fn accepted_and_idempotent(app: TestApp) {
     assert_eq!(first["task_id"], again["task_id"]);
     assert_ne!(first["task_id"].as_str().unwrap(), id);
     assert_eq!(queued(&app).await, 2);
+
+    // The same request written differently (layout, key order, explicit defaults) is the
+    // same request; a different one under a used key is refused, naming the key's task.
+    let raw = |body: &'static str| {
+        client()
+            .post(format!("{}/project/site/build", app.address))
+            .header("idempotency-key", "key-1")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let same = raw(r#"{ "auto_deploy": false, "model": null,
+                        "prompt": "Add a blog" }"#)
+    .await
+    .unwrap();
+    assert_eq!(same.status(), 200);
+    let same: Value = same.json().await.unwrap();
+    assert_eq!(same["task_id"], first["task_id"]);
+    for body in [
+        r#"{"prompt": "Add a shop"}"#,
+        r#"{"prompt": "Add a blog", "auto_deploy": true}"#,
+    ] {
+        let other = raw(body).await.unwrap();
+        assert_eq!(other.status(), 422, "{body}");
+        let err: Value = other.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "idempotency_key_reused", "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(first["task_id"].as_str().unwrap()),
+            "{message}"
+        );
+    }
+    assert_eq!(queued(&app).await, 2, "nothing was queued for them");
 
     let task = get_json(&client(), format!("{}/tasks/{id}", app.address)).await;
     assert_eq!(task["status"], "queued");

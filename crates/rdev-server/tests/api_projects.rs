@@ -9,8 +9,10 @@ use std::time::Duration;
 use common::{
     get_json, spawn_app, spawn_app_configured, spawn_app_with, start_build, wait_for_task, TestApp,
 };
-use rdev_core::{InjectionPlan, ProjectName, ProjectStore, SecretName};
-use rdev_store::{Db, SqlStore, StoreConfig};
+use rdev_core::{
+    InjectionPlan, ProjectName, ProjectStore, SecretName, SecretRepository, SecretScope, WorkQueue,
+};
+use rdev_store::{Db, SqlSecretRepository, SqlStore, StoreConfig};
 use rdev_testkit::pg::PgDatabase;
 use serde_json::{json, Value};
 
@@ -61,7 +63,13 @@ async fn crud_round_trip(app: TestApp) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["project"], "my-site");
+    assert_eq!(
+        report["repository"]["outcome"], "kept",
+        "a repo_url is never removed: {report}"
+    );
     let r = c
         .get(format!("{base}/projects/my-site"))
         .send()
@@ -88,6 +96,237 @@ async fn project_crud_on_sqlite() {
 #[tokio::test]
 async fn project_crud_on_postgres() {
     crud_round_trip(spawn_app_with(Some(PgDatabase::create().await)).await).await;
+}
+
+/// A connection pool of its own to the app's database.
+async fn app_db(app: &TestApp) -> Db {
+    let url = match &app._pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite:{}", app._dir.path().join("rdev.db").display()),
+    };
+    Db::connect(&url).await.unwrap()
+}
+
+/// The app's queue as a worker of another node sees it.
+async fn other_node(app: &TestApp) -> SqlStore {
+    SqlStore::new(app_db(app).await, StoreConfig::default())
+        .await
+        .unwrap()
+}
+
+/// The names of every secret stored in `scope`, reserved ones included.
+async fn stored_secrets(app: &TestApp, scope: &str) -> Vec<String> {
+    SqlSecretRepository::new(app_db(app).await)
+        .list(Some(&SecretScope::parse(scope).unwrap()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name.to_string())
+        .collect()
+}
+
+fn git(repo: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Deleting a project cancels its queued and running tasks (the running one held by a
+/// worker of another node, which finds its lease gone), deletes its secrets and signing
+/// secret, removes the repository rdev created and keeps one given as `repo_url` (even
+/// under the git root); the name created again starts empty.
+async fn delete_is_complete(app: TestApp) {
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let create = |body: Value| c.post(format!("{base}/projects")).json(&body);
+    let (status, acme) = send(create(json!({"name": "acme", "template": "static-site",
+        "variables": {"title": "Old Title"}})))
+    .await;
+    assert_eq!(status, 201, "{acme}");
+    let repo = acme["repo_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        acme["created_repo"],
+        repo.as_str(),
+        "rdev records what it created"
+    );
+    let old_sha = acme["initial_commit"].as_str().unwrap().to_owned();
+    let old_hook = acme["webhook_secret"].as_str().unwrap().to_owned();
+
+    // A repository the user made, exactly where rdev would have put one.
+    let git_root = app._dir.path().join("data").join("repos");
+    let theirs = git_root.join("theirs.git");
+    std::fs::create_dir_all(&git_root).unwrap();
+    let init = std::process::Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let theirs = theirs.to_string_lossy().into_owned();
+    let (status, body) = send(create(json!({"name": "theirs", "repo_url": theirs}))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["created_repo"], Value::Null);
+
+    for scope in ["project:acme", "project:theirs", "global"] {
+        let (status, body) = send(
+            c.put(format!("{base}/secrets/{scope}/DEPLOY_TOKEN"))
+                .json(&json!({"value": "deploy-token-123"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // One task running on another node's worker, one queued under an idempotency key.
+    let running = start_build(&c, base, "acme", json!({"prompt": "first"})).await;
+    let remote = other_node(&app).await;
+    let lease = remote
+        .claim("remote-worker", 1, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(lease.task.id.to_string(), running);
+    let (status, body) = send(
+        c.post(format!("{base}/project/acme/build"))
+            .header("idempotency-key", "bot-msg-1")
+            .json(&json!({"prompt": "second"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let queued = body["task_id"].as_str().unwrap().to_owned();
+
+    let (status, report) = send(c.delete(format!("{base}/projects/acme"))).await;
+    assert_eq!(status, 200, "{report}");
+    let mut cancelled: Vec<&str> = report["cancelled_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    cancelled.sort_unstable();
+    let mut expected = [running.as_str(), queued.as_str()];
+    expected.sort_unstable();
+    assert_eq!(cancelled, expected, "{report}");
+    assert_eq!(
+        report["secrets_removed"],
+        json!(["DEPLOY_TOKEN", "RDEV_WEBHOOK_SECRET"])
+    );
+    assert_eq!(
+        report["repository"],
+        json!({"outcome": "removed", "path": repo})
+    );
+
+    // Tasks: both cancelled; the remote worker's lease is gone, so it stops.
+    for id in [&running, &queued] {
+        let task = get_json(&c, format!("{base}/tasks/{id}")).await;
+        assert_eq!(task["status"], "cancelled", "{task}");
+    }
+    let beat = remote
+        .heartbeat(&[lease.key()], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(beat.lost.len(), 1, "the remote attempt must stop: {beat:?}");
+    // Secrets: the project's are gone, the signing secret too; others stay.
+    assert!(stored_secrets(&app, "project:acme").await.is_empty());
+    assert_eq!(stored_secrets(&app, "global").await, ["DEPLOY_TOKEN"]);
+    assert_eq!(
+        stored_secrets(&app, "project:theirs").await,
+        ["DEPLOY_TOKEN", "RDEV_WEBHOOK_SECRET"]
+    );
+    // The repository rdev created is gone.
+    assert!(!std::path::Path::new(&repo).exists(), "{repo}");
+
+    // The user's repository stays, though it lies under the git root.
+    let (status, report) = send(c.delete(format!("{base}/projects/theirs"))).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["repository"]["outcome"], "kept", "{report}");
+    assert!(std::path::Path::new(&theirs).join("HEAD").is_file());
+    // And rdev will not adopt it as a repository of its own either.
+    let (status, body) = send(create(json!({"name": "theirs"}))).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "repository_exists");
+    assert!(std::path::Path::new(&theirs).join("HEAD").is_file());
+
+    // Created again, the name starts empty.
+    let (status, again) = send(create(json!({"name": "acme", "template": "static-site",
+        "variables": {"title": "New Title"}})))
+    .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["repo_url"], repo.as_str());
+    assert_ne!(again["webhook_secret"], old_hook.as_str());
+    let count = git(&repo, &["rev-list", "--count", "main"]);
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "1");
+    assert!(
+        !git(&repo, &["cat-file", "-e", &old_sha]).status.success(),
+        "no object of the old repository"
+    );
+    assert_eq!(
+        stored_secrets(&app, "project:acme").await,
+        ["RDEV_WEBHOOK_SECRET"],
+        "only the new signing secret"
+    );
+    for status in ["queued", "running"] {
+        let live = get_json(&c, format!("{base}/tasks?project=acme&status={status}")).await;
+        assert_eq!(live["tasks"], json!([]), "{status}: {live}");
+    }
+    let (status, body) = send(
+        c.post(format!("{base}/project/acme/build"))
+            .header("idempotency-key", "bot-msg-1")
+            .json(&json!({"prompt": "second"})),
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "the old key names no task of the new project: {body}"
+    );
+    assert_ne!(body["task_id"], queued.as_str());
+}
+
+#[tokio::test]
+async fn delete_is_complete_on_sqlite() {
+    delete_is_complete(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn delete_is_complete_on_postgres() {
+    delete_is_complete(spawn_app_with(Some(PgDatabase::create().await)).await).await;
+}
+
+#[tokio::test]
+async fn created_repo_cannot_be_patched() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let (status, body) = send(
+        c.post(format!("{base}/projects"))
+            .json(&json!({"name": "p", "repo_url": "/srv/git/p.git"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        c.patch(format!("{base}/projects/p"))
+            .json(&json!({"created_repo": "/srv/git/p.git"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("created_repo"));
+    let shown = get_json(&c, format!("{base}/projects/p")).await;
+    assert_eq!(shown["created_repo"], Value::Null);
+    // Unchanged, it may ride along in a patch built from what GET answered.
+    let mut whole = shown.clone();
+    whole["default_branch"] = json!("trunk");
+    let (status, body) = send(c.patch(format!("{base}/projects/p")).json(&whole)).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

@@ -1,21 +1,33 @@
 //! The [`ProjectStore`] and [`OutboxStore`] ports on [`SqlStore`]: project rows by name,
 //! and the bookkeeping of callback deliveries. The outbox rows themselves are written by
 //! the queue in the transaction that finishes a task; this module only reads and marks
-//! them. It must not send HTTP or sign anything.
+//! them. A project's deletion is the one place that reaches into tasks and secrets: it
+//! cancels through the queue's own [`CancelInTx`] and deletes the project's sealed secret
+//! rows (never reading one) with their audit rows, all in one transaction. It must not
+//! send HTTP, sign anything or touch files.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rdev_core::{OutboxRow, OutboxStore, Project, ProjectName, ProjectStore, StoreError, TaskId};
+use rdev_core::{
+    AuditAction, AuditEntry, OutboxRow, OutboxStore, Project, ProjectDeletion, ProjectName,
+    ProjectStore, SecretName, SecretScope, StoreError, TaskId, TaskStatus,
+};
 
 use crate::{
-    sql::{db_err, on_pool, BeginWrite, OutboxDbRow, ProjectRow, Ts, OUTBOX_COLS},
+    queue::CancelInTx,
+    secrets::insert_audit,
+    sql::{corrupt, db_err, on_pool, BeginWrite, OutboxDbRow, ProjectRow, Ts, OUTBOX_COLS},
     store::SqlStore,
 };
 
-const PROJECT_COLS: &str =
-    "name, repo_url, default_branch, template, woodpecker_repo_id, deploy_url_pattern, provider, secrets";
+const PROJECT_COLS: &str = "name, repo_url, default_branch, template, woodpecker_repo_id, \
+     deploy_url_pattern, provider, secrets, created_repo";
+
+/// Why an undelivered callback of a deleted project's task was given up on.
+const DELETED_CALLBACK_ERROR: &str =
+    "project deleted: its signing secret is gone, so the callback is not sent";
 
 fn project_not_found(name: &str) -> StoreError {
     StoreError::NotFound {
@@ -25,12 +37,18 @@ fn project_not_found(name: &str) -> StoreError {
 }
 
 impl SqlStore {
-    /// Runs `sql` with the project's fields as `$1..$7`, now as `$8` and the secrets plan
-    /// as `$9`; rows affected.
-    async fn write_project(&self, sql: &str, p: &Project) -> Result<u64, sqlx::Error> {
+    /// Runs `sql` with the project's fields as `$1..$7`, now as `$8`, the secrets plan as
+    /// `$9` and, with `created_repo`, that field as `$10` (only an insert sets it); rows
+    /// affected.
+    async fn write_project(
+        &self,
+        sql: &str,
+        p: &Project,
+        created_repo: bool,
+    ) -> Result<u64, sqlx::Error> {
         let now = Ts::from(self.now());
         Ok(on_pool!(&self.inner.db, pool => {
-            sqlx::query(sql)
+            let q = sqlx::query(sql)
                 .bind(p.name.as_str())
                 .bind(&p.repo_url)
                 .bind(&p.default_branch)
@@ -39,10 +57,9 @@ impl SqlStore {
                 .bind(p.deploy_url_pattern.as_deref())
                 .bind(p.provider.as_ref().map(|v| v.as_str()))
                 .bind(now)
-                .bind(sqlx::types::Json(&p.secrets))
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .bind(sqlx::types::Json(&p.secrets));
+            let q = if created_repo { q.bind(p.created_repo.as_deref()) } else { q };
+            q.execute(pool).await?.rows_affected()
         }))
     }
 }
@@ -52,9 +69,9 @@ impl ProjectStore for SqlStore {
     async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO projects ({PROJECT_COLS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $8, $8)"
         );
-        self.write_project(&sql, p)
+        self.write_project(&sql, p, true)
             .await
             .map_err(|e| match db_err(e) {
                 StoreError::Conflict(_) => {
@@ -86,25 +103,148 @@ impl ProjectStore for SqlStore {
         let sql = "UPDATE projects SET repo_url = $2, default_branch = $3, template = $4, \
                    woodpecker_repo_id = $5, deploy_url_pattern = $6, provider = $7, \
                    secrets = $9, updated_at = $8 WHERE name = $1";
-        if self.write_project(sql, p).await.map_err(db_err)? == 0 {
+        if self.write_project(sql, p, false).await.map_err(db_err)? == 0 {
             return Err(project_not_found(p.name.as_str()));
         }
         Ok(())
     }
 
-    async fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
-        let n = on_pool!(&self.inner.db, pool => {
+    async fn delete_project(
+        &self,
+        name: &ProjectName,
+        actor: &str,
+    ) -> Result<ProjectDeletion, StoreError> {
+        let now = self.now();
+        let scope = SecretScope::Project(name.clone());
+        let lock = if self.is_postgres() {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        // The project row first: on PostgreSQL a concurrent deletion waits here.
+        let select_project = format!("SELECT {PROJECT_COLS} FROM projects WHERE name = $1{lock}");
+        let select_live = format!(
+            "SELECT id FROM tasks WHERE project = $1 AND status IN ('{}', '{}') ORDER BY id",
+            TaskStatus::Queued.as_str(),
+            TaskStatus::Running.as_str()
+        );
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let row: Option<ProjectRow> = sqlx::query_as(&select_project)
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let project = row.ok_or_else(|| project_not_found(name.as_str()))?.into_project()?;
+            let live: Vec<uuid::Uuid> = sqlx::query_scalar(&select_live)
+                .bind(name.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let mut cancelled = Vec::with_capacity(live.len());
+            for id in live {
+                // A task that finished since the scan is left as it ended.
+                match tx.cancel_task(self, TaskId(id), now).await? {
+                    Ok(task) => cancelled.push(task.id),
+                    Err(StoreError::NotFound { .. } | StoreError::InvalidTransition(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // The keys belong to this project, not its name: a project created again under
+            // the name must get new tasks for them, not this one's.
+            sqlx::query(
+                "UPDATE tasks SET unique_key = NULL WHERE project = $1 AND unique_key IS NOT NULL",
+            )
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let callbacks_expired = sqlx::query(
+                "UPDATE callback_outbox SET expired_at = $2, last_error = $3 \
+                 WHERE delivered_at IS NULL AND expired_at IS NULL \
+                 AND task_id IN (SELECT id FROM tasks WHERE project = $1)",
+            )
+            .bind(name.as_str())
+            .bind(Ts::from(now))
+            .bind(DELETED_CALLBACK_ERROR)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            let secrets: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT name, COUNT(*) FROM secrets WHERE scope = $1 GROUP BY name ORDER BY name",
+            )
+            .bind(scope.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query("DELETE FROM secrets WHERE scope = $1")
+                .bind(scope.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let mut secrets_removed = Vec::with_capacity(secrets.len());
+            for (secret, versions) in secrets {
+                let secret = SecretName::parse(&secret).map_err(corrupt)?;
+                let audit = AuditEntry {
+                    at: now,
+                    scope: scope.clone(),
+                    name: secret.clone(),
+                    version: None,
+                    action: AuditAction::Delete,
+                    actor: actor.to_owned(),
+                    detail: Some(format!("project deleted ({versions} versions)")),
+                };
+                insert_audit!(&mut *tx, &audit)?;
+                secrets_removed.push(secret);
+            }
+            // Tokens limited to the project: none may reach a project created again under
+            // its name. One limited to it alone is revoked (its empty list would mean every
+            // project); one limited to several loses it. The table is small (named tokens).
+            let tokens: Vec<(String, sqlx::types::Json<Vec<String>>)> =
+                sqlx::query_as("SELECT name, projects FROM api_tokens ORDER BY name")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let (mut tokens_revoked, mut tokens_narrowed) = (Vec::new(), Vec::new());
+            for (token, sqlx::types::Json(projects)) in tokens {
+                if !projects.iter().any(|p| p == name.as_str()) {
+                    continue;
+                }
+                let rest: Vec<String> =
+                    projects.into_iter().filter(|p| p != name.as_str()).collect();
+                if rest.is_empty() {
+                    sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+                        .bind(&token)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tokens_revoked.push(token);
+                } else {
+                    sqlx::query("UPDATE api_tokens SET projects = $2 WHERE name = $1")
+                        .bind(&token)
+                        .bind(sqlx::types::Json(rest))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tokens_narrowed.push(token);
+                }
+            }
             sqlx::query("DELETE FROM projects WHERE name = $1")
                 .bind(name.as_str())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
-                .map_err(db_err)?
-                .rows_affected()
-        });
-        if n == 0 {
-            return Err(project_not_found(name.as_str()));
-        }
-        Ok(())
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(ProjectDeletion {
+                project,
+                cancelled,
+                secrets_removed,
+                callbacks_expired,
+                tokens_revoked,
+                tokens_narrowed,
+            })
+        })
     }
 }
 

@@ -93,20 +93,22 @@ fn to_version(v: i32) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(format!("negative secret version {v}")))
 }
 
-fn from_version(v: u32) -> Result<i32, StoreError> {
+pub(crate) fn from_version(v: u32) -> Result<i32, StoreError> {
     i32::try_from(v).map_err(|_| StoreError::Conflict(format!("secret version {v} is too large")))
 }
 
-const AUDIT_INSERT: &str = "INSERT INTO secret_audit (at, scope, name, version, action, actor, \
+pub(crate) const AUDIT_INSERT: &str =
+    "INSERT INTO secret_audit (at, scope, name, version, action, actor, \
      detail) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-/// Inserts one audit row through `$exec` (a pool or a transaction) of either backend.
+/// Inserts one audit row through `$exec` (a pool or a transaction) of either backend. Also
+/// used by a project's deletion, which deletes the project's secrets in its transaction.
 macro_rules! insert_audit {
     ($exec:expr, $entry:expr) => {{
-        let e: &AuditEntry = $entry;
-        let version = e.version.map(from_version).transpose()?;
-        sqlx::query(AUDIT_INSERT)
-            .bind(Ts::from(e.at))
+        let e: &::rdev_core::AuditEntry = $entry;
+        let version = e.version.map($crate::secrets::from_version).transpose()?;
+        sqlx::query($crate::secrets::AUDIT_INSERT)
+            .bind($crate::sql::Ts::from(e.at))
             .bind(e.scope.to_string())
             .bind(e.name.as_str())
             .bind(version)
@@ -115,10 +117,11 @@ macro_rules! insert_audit {
             .bind(e.detail.as_deref())
             .execute($exec)
             .await
-            .map_err(db_err)
+            .map_err($crate::sql::db_err)
             .map(|_| ())
     }};
 }
+pub(crate) use insert_audit;
 
 fn changed_meanwhile(what: &str) -> StoreError {
     StoreError::Conflict(format!(

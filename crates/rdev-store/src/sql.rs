@@ -179,6 +179,7 @@ pub struct ProjectRow {
     pub deploy_url_pattern: Option<String>,
     pub provider: Option<String>,
     pub secrets: Json<InjectionPlan>,
+    pub created_repo: Option<String>,
 }
 
 impl ProjectRow {
@@ -197,6 +198,7 @@ impl ProjectRow {
                 .transpose()
                 .map_err(corrupt)?,
             secrets: self.secrets.0,
+            created_repo: self.created_repo,
         })
     }
 }

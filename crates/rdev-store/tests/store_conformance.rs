@@ -7,16 +7,19 @@ use std::time::Duration;
 
 use common::{project, task, task_with_callback, TestDb};
 use rdev_core::{
-    ErrorCode, OutboxStore, Project, ProjectStore, TaskFilter, TaskId, TaskStatus, TaskStore,
-    WorkQueue,
+    AuditAction, AuditEntry, AuditFilter, ErrorCode, KeyCheck, OutboxStore, Project, ProjectStore,
+    SealedSecret, SecretName, SecretRepository, SecretScope, TaskFilter, TaskId, TaskStatus,
+    TaskStore, WorkQueue,
 };
-use rdev_store::Db;
+use rdev_store::{Db, SqlSecretRepository};
 
 conformance!(
     tasks_read_back_and_list_newest_first_with_filters,
     unknown_task_is_not_found,
     events_are_numbered_per_task_without_gaps_and_replay_from_a_sequence,
     projects_round_trip_and_report_conflicts_and_missing_names,
+    deleting_a_project_cancels_its_live_tasks_frees_its_keys_and_deletes_its_secrets,
+    a_reused_idempotency_key_is_reported_only_for_a_different_request,
     outbox_rows_are_claimed_held_and_marked,
     migrations_are_idempotent_and_create_the_credential_tables,
     status_counts_reflect_the_queue,
@@ -71,6 +74,20 @@ async fn tasks_read_back_and_list_newest_first_with_filters(t: TestDb) {
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, [c.id, a.id]);
+    let within = |projects: &[&str]| TaskFilter {
+        projects: Some(projects.iter().map(|p| project(p)).collect()),
+        ..Default::default()
+    };
+    let listed = |tasks: Vec<rdev_core::WorkTask>| tasks.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(t.store.list(&within(&["blog"])).await.unwrap()),
+        [b.id]
+    );
+    assert_eq!(
+        listed(t.store.list(&within(&["site", "blog"])).await.unwrap()),
+        [c.id, b.id, a.id]
+    );
+    assert!(t.store.list(&within(&[])).await.unwrap().is_empty());
     let running = TaskFilter {
         status: Some(TaskStatus::Running),
         ..Default::default()
@@ -137,6 +154,7 @@ async fn projects_round_trip_and_report_conflicts_and_missing_names(t: TestDb) {
         "provider": "claude-code"
     }))
     .unwrap();
+    p.created_repo = Some("/srv/git/site.git".into());
     t.store.create_project(&p).await.unwrap();
     assert_eq!(t.store.get_project(&p.name).await.unwrap(), p);
     assert_eq!(
@@ -145,8 +163,14 @@ async fn projects_round_trip_and_report_conflicts_and_missing_names(t: TestDb) {
     );
     p.default_branch = "trunk".into();
     p.provider = None;
+    p.created_repo = Some("/elsewhere/mine.git".into());
     t.store.update_project(&p).await.unwrap();
-    assert_eq!(t.store.get_project(&p.name).await.unwrap(), p);
+    p.created_repo = Some("/srv/git/site.git".into());
+    assert_eq!(
+        t.store.get_project(&p.name).await.unwrap(),
+        p,
+        "an update changes the fields, never the repository rdev created"
+    );
     let mut q = p.clone();
     q.name = project("another");
     assert_eq!(
@@ -163,15 +187,269 @@ async fn projects_round_trip_and_report_conflicts_and_missing_names(t: TestDb) {
         .map(|p| p.name.to_string())
         .collect();
     assert_eq!(names, ["another", "site"]);
-    t.store.delete_project(&p.name).await.unwrap();
+    let deleted = t.store.delete_project(&p.name, "test").await.unwrap();
+    assert_eq!(deleted.project, p);
     assert_eq!(
         t.store.get_project(&p.name).await.unwrap_err().code(),
         "not_found"
     );
     assert_eq!(
-        t.store.delete_project(&p.name).await.unwrap_err().code(),
+        t.store
+            .delete_project(&p.name, "test")
+            .await
+            .unwrap_err()
+            .code(),
         "not_found"
     );
+}
+
+fn sealed(scope: &str, name: &str, version: u32) -> (SealedSecret, AuditEntry) {
+    let s = SealedSecret {
+        scope: SecretScope::parse(scope).unwrap(),
+        name: SecretName::parse(name).unwrap(),
+        version,
+        nonce: vec![1; 24],
+        ciphertext: vec![2; 40],
+        created_at: chrono::Utc::now(),
+    };
+    let audit = AuditEntry {
+        at: s.created_at,
+        scope: s.scope.clone(),
+        name: s.name.clone(),
+        version: Some(version),
+        action: AuditAction::Write,
+        actor: "test".into(),
+        detail: None,
+    };
+    (s, audit)
+}
+
+async fn deleting_a_project_cancels_its_live_tasks_frees_its_keys_and_deletes_its_secrets(
+    t: TestDb,
+) {
+    let site: Project = serde_json::from_value(serde_json::json!({
+        "name": "site", "repo_url": "/data/repos/site.git", "created_repo": "/data/repos/site.git"
+    }))
+    .unwrap();
+    let blog: Project =
+        serde_json::from_value(serde_json::json!({"name": "blog", "repo_url": "/x/blog.git"}))
+            .unwrap();
+    t.store.create_project(&site).await.unwrap();
+    t.store.create_project(&blog).await.unwrap();
+    let lease_for = Duration::from_secs(30);
+    // Running, on a worker of another node.
+    let other_node = t.another_store(common::test_config()).await;
+    let running = t
+        .store
+        .create(task_with_callback("run"))
+        .await
+        .unwrap()
+        .task;
+    let lease = other_node
+        .claim("w-remote", 1, lease_for)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(lease.task.id, running.id);
+    // Finished, its callback not delivered yet.
+    let done = t
+        .store
+        .create(task_with_callback("done"))
+        .await
+        .unwrap()
+        .task;
+    let l = t.store.claim("w", 1, lease_for).await.unwrap().remove(0);
+    t.store
+        .complete(&l.key(), serde_json::json!({"output": "ok"}))
+        .await
+        .unwrap();
+    // Queued, under an idempotency key.
+    let mut keyed = task_with_callback("queued");
+    keyed.unique_key = Some("k1".into());
+    let queued = t.store.create(keyed.clone()).await.unwrap().task;
+    let mut other = task("elsewhere");
+    other.project = project("blog");
+    let blog_task = t.store.create(other).await.unwrap().task;
+
+    let secrets = SqlSecretRepository::new(t.db.clone());
+    let check = KeyCheck {
+        nonce: vec![9; 24],
+        ciphertext: vec![9; 40],
+        created_at: chrono::Utc::now(),
+    };
+    assert!(secrets.init_key_check(&check).await.unwrap());
+    for (scope, name, version) in [
+        ("project:site", "DEPLOY_TOKEN", 1),
+        ("project:site", "DEPLOY_TOKEN", 2),
+        ("project:site", "RDEV_WEBHOOK_SECRET", 1),
+        ("project:blog", "DEPLOY_TOKEN", 1),
+        ("global", "DEPLOY_TOKEN", 1),
+    ] {
+        let (s, a) = sealed(scope, name, version);
+        secrets
+            .insert_version(&s, &a, &check.ciphertext)
+            .await
+            .unwrap();
+    }
+
+    let deleted = t.store.delete_project(&site.name, "api").await.unwrap();
+    assert_eq!(
+        deleted.project, site,
+        "the row as it was, created_repo included"
+    );
+    let mut expected = vec![running.id, queued.id];
+    expected.sort();
+    assert_eq!(deleted.cancelled, expected);
+    assert_eq!(
+        deleted
+            .secrets_removed
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>(),
+        ["DEPLOY_TOKEN", "RDEV_WEBHOOK_SECRET"]
+    );
+    assert_eq!(
+        deleted.callbacks_expired, 3,
+        "the finished task's and the two cancellations'"
+    );
+
+    // The running task's worker lost its lease: its heartbeat says so, its writes fail.
+    let beat = other_node
+        .heartbeat(&[lease.key()], lease_for)
+        .await
+        .unwrap();
+    assert_eq!(beat.lost.len(), 1, "{beat:?}");
+    assert_eq!(
+        other_node
+            .complete(&lease.key(), serde_json::json!({}))
+            .await
+            .unwrap_err()
+            .code(),
+        "lease_lost"
+    );
+    let attempts = t.store.attempts(running.id).await.unwrap();
+    assert_eq!(attempts.last().unwrap().outcome, "cancelled");
+    for id in [running.id, queued.id] {
+        assert_eq!(t.store.get(id).await.unwrap().status, TaskStatus::Cancelled);
+    }
+    assert_eq!(
+        t.store.get(done.id).await.unwrap().status,
+        TaskStatus::Completed,
+        "finished tasks stay, as history"
+    );
+    assert_eq!(
+        t.store.get(blog_task.id).await.unwrap().status,
+        TaskStatus::Queued
+    );
+    for id in [running.id, done.id, queued.id] {
+        let rows = t.store.outbox_for_task(id).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].expired_at.is_some(), "{rows:?}");
+        assert!(rows[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("project deleted"));
+    }
+    assert!(t
+        .store
+        .claim_due(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Secrets: the project's are gone (signing secret included) and audited; others stay.
+    let left: Vec<String> = secrets
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}/{}", m.scope, m.name))
+        .collect();
+    assert_eq!(left, ["global/DEPLOY_TOKEN", "project:blog/DEPLOY_TOKEN"]);
+    let audit = secrets
+        .audit_log(&AuditFilter {
+            scope: Some(SecretScope::parse("project:site").unwrap()),
+            name: None,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    let deletes: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == AuditAction::Delete)
+        .collect();
+    assert_eq!(deletes.len(), 2, "{audit:?}");
+    assert!(deletes
+        .iter()
+        .all(|a| a.actor == "api" && a.detail.as_deref().unwrap().starts_with("project deleted")));
+
+    assert_eq!(
+        t.store.get_project(&site.name).await.unwrap_err().code(),
+        "not_found"
+    );
+    t.store.get_project(&blog.name).await.unwrap();
+    // Created again, the project starts empty: the old key makes a new task.
+    t.store.create_project(&site).await.unwrap();
+    let again = t.store.create(keyed).await.unwrap();
+    assert!(again.created && !again.key_reused);
+    assert_ne!(again.task.id, queued.id);
+}
+
+async fn a_reused_idempotency_key_is_reported_only_for_a_different_request(t: TestDb) {
+    let keyed = |body: serde_json::Value| {
+        let mut n = task("unused");
+        n.spec = serde_json::from_value(body).unwrap();
+        n.unique_key = Some("bot-msg-1".into());
+        n
+    };
+    let first = t
+        .store
+        .create(keyed(
+            serde_json::json!({"prompt": "Add a FAQ", "variables": {"a": "1", "b": "2"}}),
+        ))
+        .await
+        .unwrap();
+    assert!(first.created && !first.key_reused);
+    // The same request, written differently.
+    let same = t
+        .store
+        .create(keyed(
+            serde_json::json!({"variables": {"b": "2", "a": "1"}, "model": null,
+                                        "auto_deploy": false, "prompt": "Add a FAQ"}),
+        ))
+        .await
+        .unwrap();
+    assert!(!same.created && !same.key_reused);
+    assert_eq!(same.task, first.task);
+    // Another request under the same key: reported, nothing inserted.
+    let other = t
+        .store
+        .create(keyed(serde_json::json!({"prompt": "Add a blog"})))
+        .await
+        .unwrap();
+    assert!(!other.created && other.key_reused);
+    assert_eq!(other.task, first.task, "the key's task, unchanged");
+    assert_eq!(t.store.list(&TaskFilter::default()).await.unwrap().len(), 1);
+    // A task stored before requests were fingerprinted cannot tell: the key still answers.
+    match &t.db {
+        Db::Postgres(p) => sqlx::query("UPDATE tasks SET request_hash = NULL")
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Db::Sqlite(p) => sqlx::query("UPDATE tasks SET request_hash = NULL")
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    let legacy = t
+        .store
+        .create(keyed(serde_json::json!({"prompt": "Add a blog"})))
+        .await
+        .unwrap();
+    assert!(!legacy.created && !legacy.key_reused);
+    assert_eq!(legacy.task.id, first.task.id);
 }
 
 async fn outbox_rows_are_claimed_held_and_marked(t: TestDb) {

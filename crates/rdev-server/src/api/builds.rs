@@ -1,7 +1,10 @@
 //! `POST /project/{name}/build`: validate everything that can be checked before work starts
 //! (project, template and variables, prompt and timeout, provider, callback URL, body
 //! size), then insert the task and its queue row in one transaction and answer
-//! `202 {"task_id","status":"queued"}` at once. `Idempotency-Key` returns the same task.
+//! `202 {"task_id","status":"queued"}` at once. `Idempotency-Key` returns the same task for
+//! the same request, and refuses (422 `idempotency_key_reused`) a different request under a
+//! key already used: requests are compared by [`BuildSpec::fingerprint`] of the validated
+//! spec, so layout, key order and explicit defaults do not count as differences.
 
 use axum::{
     extract::{rejection::JsonRejection, State},
@@ -60,6 +63,16 @@ async fn build(
     task.unique_key = unique_key;
     let enqueued = state.store.create(task).await?;
     let t = &enqueued.task;
+    if enqueued.key_reused {
+        return Err(unprocessable(
+            "idempotency_key_reused",
+            format!(
+                "Idempotency-Key was already used for task {} with a different request; \
+                 send that request again to get the task, or use a new key",
+                t.id
+            ),
+        ));
+    }
     tracing::info!(task_id = %t.id, project = %t.project, created = enqueued.created, "build accepted");
     let status = if enqueued.created {
         StatusCode::ACCEPTED

@@ -37,7 +37,10 @@ pub fn document() -> Value {
         op("Queue a build (answers 202 at once)", "202", Some("Queued")),
         "BuildSpec",
     );
-    build["parameters"] = json!([name[0], {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}}]);
+    build["parameters"] = json!([name[0], {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
+        "description": "Repeating a request with the same key answers 200 with the original task; a different request under a used key answers 422 idempotency_key_reused."}]);
+    build["responses"]["200"] = json!({"description": "the task an earlier request with the same Idempotency-Key and body created",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Queued"}}}});
     let mut events = op(
         "Task events as server-sent events; replays after Last-Event-ID, then live",
         "200",
@@ -71,8 +74,20 @@ pub fn document() -> Value {
                     "template": {"type": ["string", "null"]}, "variables": {"type": "object"},
                     "woodpecker_repo_id": {"type": ["integer", "null"]}, "deploy_url_pattern": {"type": ["string", "null"]},
                     "provider": {"type": ["string", "null"]},
+                    "created_repo": {"type": ["string", "null"], "readOnly": true,
+                        "description": "the bare repository rdev created for the project, removed with it; null when repo_url was given"},
                     "secrets": {"type": "object", "properties": {"env": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}},
                         "git_token": {"type": ["string", "null"]}}}}},
+                "Deleted": {"type": "object", "description": "What deleting a project did.", "properties": {
+                    "project": {"type": "string"},
+                    "cancelled_tasks": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                    "secrets_removed": {"type": "array", "items": {"type": "string"}},
+                    "callbacks_expired": {"type": "integer"},
+                    "tokens_revoked": {"type": "array", "items": {"type": "string"}},
+                    "tokens_narrowed": {"type": "array", "items": {"type": "string"}},
+                    "repository": {"type": "object", "properties": {
+                        "outcome": {"type": "string", "enum": ["removed", "absent", "kept", "failed"]},
+                        "path": {"type": "string"}, "reason": {"type": "string"}, "error": {"type": "string"}}}}},
                 "Task": {"type": "object", "properties": {
                     "id": {"type": "string", "format": "uuid"}, "project": {"type": "string"},
                     "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]},
@@ -100,7 +115,7 @@ pub fn document() -> Value {
                           "post": with_body(op("Create a project (shows its webhook secret once)", "201", Some("Project")), "Project")},
             "/projects/{name}": {"parameters": name, "get": op("Show a project", "200", Some("Project")),
                                  "patch": with_body(op("Change a project (JSON merge patch)", "200", Some("Project")), "Project"),
-                                 "delete": op("Delete a project", "204", None)},
+                                 "delete": op("Delete a project: cancel its queued and running tasks, delete its secrets and signing secret, remove the repository rdev created", "200", Some("Deleted"))},
             "/projects/{name}/webhook-secret": {"parameters": name, "post": op("Rotate the callback signing secret", "200", None)},
             "/project/{name}/build": {"post": build},
             "/tasks": {"get": {"summary": "List tasks, newest first", "parameters": [

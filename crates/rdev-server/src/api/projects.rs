@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState};
 use crate::{
     callbacks::keys::rotate_signing_secret,
-    git::{GitEnv, GitWorkspaces},
-    projects::initialise_repository,
+    git::{GitEnv, GitError, GitWorkspaces},
+    projects::{delete_project, initialise_repository},
 };
 
 /// Project routes.
@@ -153,10 +153,19 @@ async fn create(
     let Json(body) = body?;
     let name = parse_name(&body.name)?;
     let new_repo = body.repo_url.is_none();
+    // Where the repository rdev creates will be (absolute, so the recorded fact does not
+    // depend on the working directory of a later process).
+    let planned = new_repo
+        .then(|| std::path::absolute(state.config.git_root().join(format!("{name}.git"))))
+        .transpose()
+        .map_err(ApiError::internal)?
+        .map(|p| p.to_string_lossy().into_owned());
     let project = Project {
         repo_url: body
             .repo_url
-            .unwrap_or_else(|| format!("{}/{name}.git", state.config.git_root().display())),
+            .or_else(|| planned.clone())
+            .unwrap_or_default(),
+        created_repo: planned,
         name,
         default_branch: body.default_branch.unwrap_or_else(|| "main".to_owned()),
         template: body.template,
@@ -201,29 +210,51 @@ async fn create(
             &project.default_branch,
         )
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| match e {
+            GitError::RepositoryExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+            }
+            e => ApiError::internal(&e),
+        })?;
     }
-    let initial_commit = match &project.template {
-        Some(t) if render => initialise_repository(
-            &state.git,
-            &state.templates,
-            &project,
-            t,
-            &vars,
-            &state.config.author(),
-            &GitEnv::default(),
-        )
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                e.code(),
-                format!("could not initialise the repository: {e}"),
+    let stored = async {
+        let initial_commit = match &project.template {
+            Some(t) if render => initialise_repository(
+                &state.git,
+                &state.templates,
+                &project,
+                t,
+                &vars,
+                &state.config.author(),
+                &GitEnv::default(),
             )
-        })?,
-        _ => None,
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    e.code(),
+                    format!("could not initialise the repository: {e}"),
+                )
+            })?,
+            _ => None,
+        };
+        state.store.create_project(&project).await?;
+        Ok::<_, ApiError>(initial_commit)
+    }
+    .await;
+    let initial_commit = match stored {
+        Ok(sha) => sha,
+        Err(e) => {
+            // The repository was created exclusively by this request: nobody else has it.
+            if let Some(created) = &project.created_repo {
+                if let Err(rm) = tokio::fs::remove_dir_all(created).await {
+                    tracing::warn!(path = %created, error = %rm, "could not remove the repository of a failed project creation");
+                }
+                state.git.forget(&project.name).await;
+            }
+            return Err(e);
+        }
     };
-    state.store.create_project(&project).await?;
     let secret = rotate_signing_secret(&state.secrets, &project.name, "api")
         .await
         .map_err(|e| ApiError::from_code(StatusCode::SERVICE_UNAVAILABLE, &e))?;
@@ -283,6 +314,12 @@ async fn update(
         if k == "name" && v != json!(name.as_str()) {
             return Err(field("name", "a project cannot be renamed"));
         }
+        if k == "created_repo" && v != merged[&k] {
+            return Err(field(
+                "created_repo",
+                "is recorded by rdev when it creates the repository and cannot be changed",
+            ));
+        }
         if !merged.as_object().is_some_and(|o| o.contains_key(&k)) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -305,14 +342,23 @@ async fn update(
     Ok(Json(to_json(&updated)))
 }
 
+/// Deletes the project completely (see [`delete_project`]) and answers with what was done,
+/// including a repository that could not be removed.
 async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
-    state.store.delete_project(&name).await?;
-    state.git.forget(&name).await;
-    Ok(StatusCode::NO_CONTENT)
+    let report = delete_project(
+        state.store.as_ref(),
+        &state.git,
+        &state.cancels,
+        &state.config.git_root(),
+        &name,
+        "api",
+    )
+    .await?;
+    Ok(Json(json!(report)))
 }
 
 impl From<rdev_core::StoreError> for ApiError {

@@ -13,9 +13,12 @@
 //!
 //! - [`command`]: running git hardened (the only place that spawns it).
 //! - [`workspaces`]: mirrors, the checkout layout, creating and removing checkouts.
+//! - [`cleanup`]: how checkouts end: removed with the agent's state, kept after a failure,
+//!   listed for the housekeeping sweep.
 //! - [`spares`]: checkouts made ahead of time, keyed by commit.
 //! - [`workspace`]: one task's checkout: status, commit, push.
 
+mod cleanup;
 mod command;
 mod spares;
 mod workspace;
@@ -26,6 +29,7 @@ mod fixtures;
 
 use std::time::Duration;
 
+pub use cleanup::CheckoutEntry;
 use rdev_core::ErrorCode;
 pub use workspace::Workspace;
 pub use workspaces::{GitWorkspaces, DEFAULT_SPARE_CHECKOUTS};
@@ -48,6 +52,10 @@ pub enum GitError {
     Parse(String),
     #[error("git timed out after {0:?}: {1}")]
     Timeout(Duration, String),
+    /// A new repository was asked for where something already exists (a repository rdev
+    /// did not create, or one left behind by an earlier project of that name).
+    #[error("{} already exists; rdev creates a repository only where there is none (remove it, or give it as repo_url)", .0.display())]
+    RepositoryExists(std::path::PathBuf),
 }
 
 impl ErrorCode for GitError {
@@ -57,6 +65,7 @@ impl ErrorCode for GitError {
             Self::Failed { .. } => "git_failed",
             Self::Parse(_) => "git_parse_error",
             Self::Timeout(..) => "git_timeout",
+            Self::RepositoryExists(_) => "repository_exists",
         }
     }
 }

@@ -44,11 +44,11 @@ pub struct GitWorkspaces {
 }
 
 /// Where task worktrees live, under the root.
-const WORKTREES: &str = "work";
+pub(super) const WORKTREES: &str = "work";
 
 /// Where the task worktrees' git directories live, under the root: never inside
 /// [`WORKTREES`], so one writable mount of all worktrees exposes no git dir.
-const GIT_DIRS: &str = "gitdirs";
+pub(super) const GIT_DIRS: &str = "gitdirs";
 
 fn absolute_root(root: PathBuf) -> PathBuf {
     std::path::absolute(&root).unwrap_or(root)
@@ -175,7 +175,7 @@ impl GitWorkspaces {
     }
 
     /// The worktree and git dir of a new task checkout named `name`.
-    fn task_checkout(&self, name: &str) -> CheckoutDirs {
+    pub(super) fn task_checkout(&self, name: &str) -> CheckoutDirs {
         CheckoutDirs {
             tree: self.root.join(WORKTREES).join(name),
             git_dir: self.root.join(GIT_DIRS).join(name),
@@ -365,46 +365,54 @@ impl GitWorkspaces {
         }
     }
 
-    /// Creates a bare repository `root/<project>.git` on `branch` if it does not exist;
-    /// returns its path (used as the project's `repo_url`).
+    /// Creates a new bare repository `root/<project>.git` on `branch` and returns its
+    /// absolute path (used as the project's `repo_url` and `created_repo`). Its directory
+    /// is created exclusively: if anything exists there already, nothing is touched and the
+    /// answer is [`GitError::RepositoryExists`], so a repository rdev records as its own
+    /// (and removes with the project) is always one it created, never one it adopted.
     pub async fn create_bare_repo(
         root: &Path,
         project: &ProjectName,
         branch: &str,
     ) -> Result<PathBuf, GitError> {
-        let path = root.join(format!("{project}.git"));
-        if !path.join("HEAD").exists() {
-            tokio::fs::create_dir_all(root)
-                .await
-                .map_err(GitError::io)?;
-            let initial = format!("--initial-branch={branch}");
-            let absolute = std::path::absolute(&path).map_err(GitError::io)?;
-            Git::new(Repo::None, &GitEnv::default())
-                .run(&[
-                    "init",
-                    "--bare",
-                    "--quiet",
-                    "--template=",
-                    &initial,
-                    "--",
-                    &absolute.to_string_lossy(),
-                ])
-                .await?;
+        let path =
+            std::path::absolute(root.join(format!("{project}.git"))).map_err(GitError::io)?;
+        tokio::fs::create_dir_all(root)
+            .await
+            .map_err(GitError::io)?;
+        match tokio::fs::create_dir(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(GitError::RepositoryExists(path));
+            }
+            Err(e) => return Err(GitError::io(e)),
+        }
+        let initial = format!("--initial-branch={branch}");
+        let init = Git::new(Repo::None, &GitEnv::default())
+            .run(&[
+                "init",
+                "--bare",
+                "--quiet",
+                "--template=",
+                &initial,
+                "--",
+                &path.to_string_lossy(),
+            ])
+            .await;
+        if let Err(e) = init {
+            // The directory is ours (created above): leave nothing half-made behind.
+            let _ = tokio::fs::remove_dir_all(&path).await;
+            return Err(e);
         }
         Ok(path)
     }
 
     /// Deletes a task's checkout (worktree and git dir) in the background: after an agent's
     /// `npm install` that can take seconds, which must not stand between the agent's exit
-    /// and the task's result. [`GitWorkspaces::settled`] waits for it.
+    /// and the task's result. [`GitWorkspaces::settled`] waits for it. With the agent's
+    /// state: [`GitWorkspaces::remove_with`].
     pub fn remove(&self, ws: Workspace) {
-        self.background.spawn(async move {
-            for dir in [&ws.dir, &ws.git_dir] {
-                if let Err(e) = tokio::fs::remove_dir_all(dir).await {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove workspace");
-                }
-            }
-        });
+        self.remove_with(ws, Vec::new());
     }
 }
 
@@ -495,6 +503,27 @@ mod tests {
             "ref: refs/heads/trunk\n"
         );
         assert!(!bare.join("hooks").exists(), "no template hooks");
+    }
+
+    #[tokio::test]
+    async fn a_new_repository_is_never_made_over_an_existing_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repos = tmp.path().join("repos");
+        let project = ProjectName::parse("site").unwrap();
+        let bare = GitWorkspaces::create_bare_repo(&repos, &project, "main")
+            .await
+            .unwrap();
+        assert!(bare.is_absolute());
+        std::fs::write(bare.join("marker"), "theirs").unwrap();
+        let err = GitWorkspaces::create_bare_repo(&repos, &project, "main")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "repository_exists");
+        assert!(err.to_string().contains("site.git"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(bare.join("marker")).unwrap(),
+            "theirs"
+        );
     }
 
     #[tokio::test]
