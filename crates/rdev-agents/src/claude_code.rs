@@ -10,7 +10,11 @@ pub mod run;
 pub mod stream;
 pub mod transport;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 pub use config::{ClaudeCodeConfig, ConfigError, KubectlConfig, PermissionMode, TransportConfig};
 use rdev_core::{
@@ -97,5 +101,18 @@ impl CodeAgent for ClaudeCodeAgent {
     async fn cancel(&self, run: RunId) -> Result<(), AgentError> {
         self.runs.cancel(run);
         Ok(())
+    }
+
+    /// The per-directory `CLAUDE_CONFIG_DIR` (session transcripts, the CLI's state), when
+    /// runs are isolated. Made by a run, removed by whoever owns the workspace.
+    fn workdir_state(&self, workdir: &Path) -> Vec<PathBuf> {
+        self.config.config_dir(workdir).into_iter().collect()
+    }
+
+    fn orphaned_state(&self, root: &Path) -> Vec<PathBuf> {
+        if self.config.config_dir(root).is_none() {
+            return Vec::new();
+        }
+        config::orphaned_config_dirs(&self.config.resolve_config_root(), root)
     }
 }

@@ -24,6 +24,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{process::Command, sync::OnceCell};
 
+mod scratch;
+
+pub use scratch::{sweep_scratch, Scratch, SCRATCH_PREFIX};
+
 /// Whether agents run sandboxed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,35 +113,6 @@ const ETC_ENTRIES: &[&str] = &[
 pub struct Sandbox {
     config: SandboxConfig,
     checked: Arc<OnceCell<PathBuf>>,
-}
-
-/// A run's throw-away `HOME` and `/tmp` on the host, removed when dropped.
-#[derive(Debug)]
-pub struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    /// Makes a fresh, private (0700) scratch directory.
-    pub fn new() -> Result<Self, SandboxError> {
-        let dir = tempfile::Builder::new()
-            .prefix("rdev-sandbox-")
-            .tempdir()
-            .map_err(|e| SandboxError(format!("cannot create the sandbox's scratch dir: {e}")))?;
-        for sub in ["home", "tmp"] {
-            std::fs::create_dir(dir.path().join(sub))
-                .map_err(|e| SandboxError(format!("cannot create the sandbox's {sub} dir: {e}")))?;
-        }
-        Ok(Self { dir })
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn tmp(&self) -> PathBuf {
-        self.dir.path().join("tmp")
-    }
 }
 
 impl Sandbox {

@@ -2,7 +2,12 @@
 //! event stream every provider emits ([`AgentEvent`]), the final [`AgentResult`], and the
 //! [`CodeAgent`] trait adapters implement. Nothing here spawns processes or opens sockets.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -329,6 +334,26 @@ pub trait CodeAgent: Send + Sync + fmt::Debug {
     /// Cancels the run `run`. Safe to call before the run starts (it then ends at once as
     /// cancelled), while it runs, and after it finished (a no-op).
     async fn cancel(&self, run: RunId) -> Result<(), AgentError>;
+
+    /// Directories outside `workdir` where this agent keeps the state of its runs in
+    /// `workdir` (Claude Code: the per-directory `CLAUDE_CONFIG_DIR` with the session
+    /// transcripts), whether or not they exist yet. The adapter creates them and never
+    /// removes them: their lifetime is the caller's, who knows whether the workspace
+    /// outlives the run (rdev removes them with a task's checkout, or keeps them with a
+    /// failed one). Default: none.
+    fn workdir_state(&self, workdir: &Path) -> Vec<PathBuf> {
+        let _ = workdir;
+        Vec::new()
+    }
+
+    /// Existing state directories this agent keeps for working directories directly under
+    /// `root` that no longer exist: left behind when a workspace was removed without its
+    /// state (a crash, an older rdev). Only what can be attributed to `root` with
+    /// certainty. Default: none.
+    fn orphaned_state(&self, root: &Path) -> Vec<PathBuf> {
+        let _ = root;
+        Vec::new()
+    }
 }
 
 mod duration_ms {

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
@@ -102,6 +103,31 @@ impl ProviderRegistry {
     pub fn list(&self) -> Vec<AgentProvider> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner.order.clone()
+    }
+
+    /// Every registered agent's state directories for runs in `workdir`
+    /// ([`CodeAgent::workdir_state`]), without duplicates: what goes or stays with a
+    /// workspace, whichever agent ran in it.
+    pub fn workdir_state(&self, workdir: &Path) -> Vec<PathBuf> {
+        self.collect(|agent| agent.workdir_state(workdir))
+    }
+
+    /// Every registered agent's orphaned state under `root` ([`CodeAgent::orphaned_state`]).
+    pub fn orphaned_state(&self, root: &Path) -> Vec<PathBuf> {
+        self.collect(|agent| agent.orphaned_state(root))
+    }
+
+    /// What `each` returns for every agent, sorted and without duplicates; the adapters are
+    /// asked outside the lock (they may touch the filesystem).
+    fn collect(&self, each: impl Fn(&dyn CodeAgent) -> Vec<PathBuf>) -> Vec<PathBuf> {
+        let agents: Vec<Arc<dyn CodeAgent>> = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            inner.agents.values().cloned().collect()
+        };
+        let mut dirs: Vec<PathBuf> = agents.iter().flat_map(|a| each(a.as_ref())).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 }
 

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BuildSpec, ErrorCode, Project, ProjectName, TaskId, TaskStatus, TransitionError, WorkTask,
+    BuildSpec, ErrorCode, Project, ProjectName, SecretName, TaskId, TaskStatus, TransitionError,
+    WorkTask,
 };
 
 /// What can go wrong in a store. Codes are stable; messages never contain secret values.
@@ -89,12 +90,20 @@ impl NewTask {
 pub struct Enqueued {
     pub task: WorkTask,
     pub created: bool,
+    /// The idempotency key matched a task created from a different request (its spec's
+    /// [`BuildSpec::fingerprint`] differs): nothing was inserted, `task` is that other task,
+    /// and the caller must refuse the request rather than pass it off as the same one.
+    /// `false` for tasks stored before fingerprints were recorded (they cannot tell).
+    pub key_reused: bool,
 }
 
 /// Filters for [`TaskStore::list`]; newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     pub project: Option<ProjectName>,
+    /// Only tasks of one of these projects (a project-limited API token's listing);
+    /// `None` means no such restriction.
+    pub projects: Option<Vec<ProjectName>>,
     pub status: Option<TaskStatus>,
     /// Only tasks older than this id (keyset pagination).
     pub before: Option<TaskId>,
@@ -193,19 +202,50 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<TaskEvent>, StoreError>;
 }
 
+/// What [`ProjectStore::delete_project`] did in the database. Files (the repository rdev
+/// created, mirrors) are the caller's to remove, after the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectDeletion {
+    /// The project as it was; its `created_repo` is the directory the caller may remove.
+    pub project: Project,
+    /// Tasks that were queued or running and are now cancelled; a running one's worker
+    /// lost its lease (it stops at its next heartbeat, or at once on the node that is told).
+    pub cancelled: Vec<TaskId>,
+    /// Secrets of scope `project:<name>` that were deleted (every version; the callback
+    /// signing secret included), by name.
+    pub secrets_removed: Vec<SecretName>,
+    /// Undelivered callbacks of the project's tasks given up on: the secret that would
+    /// sign them is gone, and a project created again under the name must not sign them.
+    pub callbacks_expired: u64,
+    /// API tokens limited to this project alone, now revoked: an empty project list means
+    /// "every project", and a project created again under the name is another project.
+    pub tokens_revoked: Vec<String>,
+    /// API tokens limited to this and other projects, which lost this one.
+    pub tokens_narrowed: Vec<String>,
+}
+
 /// Projects by name.
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
-    /// Inserts a project; `Conflict` if the name is taken.
+    /// Inserts a project (with its `created_repo`); `Conflict` if the name is taken.
     async fn create_project(&self, project: &Project) -> Result<(), StoreError>;
     /// One project.
     async fn get_project(&self, name: &ProjectName) -> Result<Project, StoreError>;
     /// All projects by name.
     async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
-    /// Replaces a project's fields; `NotFound` if it does not exist.
+    /// Replaces a project's fields; `NotFound` if it does not exist. `created_repo` is not
+    /// a field a change can set: it keeps the value stored at creation.
     async fn update_project(&self, project: &Project) -> Result<(), StoreError>;
-    /// Deletes a project (its tasks stay, as history); `NotFound` if it does not exist.
-    async fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError>;
+    /// Deletes a project and what belongs only to it, in one transaction: its queued and
+    /// running tasks are cancelled (as [`crate::WorkQueue::cancel`] does), the idempotency
+    /// keys of all its tasks are freed, its undelivered callbacks expire, and every secret
+    /// of scope `project:<name>` is deleted with an audit row by `actor`. Finished tasks
+    /// stay as history until retention prunes them. `NotFound` if it does not exist.
+    async fn delete_project(
+        &self,
+        name: &ProjectName,
+        actor: &str,
+    ) -> Result<ProjectDeletion, StoreError>;
 }
 
 /// The callback outbox the dispatcher drains.
@@ -234,11 +274,20 @@ pub trait OutboxStore: Send + Sync {
 /// Every storage port in one object, so the API, the workers and the dispatcher share one
 /// injected store.
 pub trait Store:
-    TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug
+    TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + crate::RetentionStore + std::fmt::Debug
 {
 }
 
-impl<T: TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + std::fmt::Debug> Store for T {}
+impl<
+        T: TaskStore
+            + crate::WorkQueue
+            + ProjectStore
+            + OutboxStore
+            + crate::RetentionStore
+            + std::fmt::Debug,
+    > Store for T
+{
+}
 
 #[cfg(test)]
 mod tests {

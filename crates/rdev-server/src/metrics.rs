@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): queue depth by status (read from
 //! the store at scrape time, so every node reports the shared queue), build durations and
-//! outcomes, and agent cost, recorded by this node's workers. Encoding uses the official
-//! `prometheus-client` crate.
+//! outcomes, and agent cost, recorded by this node's workers, and the size of this node's
+//! data directory (measured in the background by the housekeeping, never at scrape time).
+//! Encoding uses the official `prometheus-client` crate.
 
 use std::sync::{atomic::AtomicU64, Arc};
 
@@ -31,6 +32,7 @@ pub struct Metrics {
     queue: Family<StatusLabel, Gauge>,
     build_seconds: Family<StatusLabel, Histogram>,
     agent_cost: Family<ProviderLabel, Counter<f64, AtomicU64>>,
+    data_dir_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -66,11 +68,18 @@ impl Metrics {
             "Agent cost reported by providers on this node",
             agent_cost.clone(),
         );
+        let data_dir_bytes = Gauge::default();
+        registry.register(
+            "data_dir_bytes",
+            "Disk space used by this node's data directory (measured periodically)",
+            data_dir_bytes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             queue,
             build_seconds,
             agent_cost,
+            data_dir_bytes,
         }
     }
 
@@ -96,6 +105,12 @@ impl Metrics {
                     .inc_by(c);
             }
         }
+    }
+
+    /// Records the data directory's size, as last measured.
+    pub fn set_data_dir_bytes(&self, bytes: u64) {
+        self.data_dir_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text, with the queue gauges refreshed from `store`.

@@ -187,7 +187,7 @@ impl ClaudeCodeConfig {
     /// one `scripts/setup-tools` installed, else `claude` from `PATH`.
     pub fn resolve_bin(&self) -> PathBuf {
         if let Some(v) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
-            return PathBuf::from(v);
+            return settings::absolute_program(PathBuf::from(v));
         }
         if let Some(bin) = &self.bin {
             return bin.clone();
@@ -207,6 +207,26 @@ impl ClaudeCodeConfig {
             None => settings::state_dir("claude"),
         }
     }
+
+    /// The `CLAUDE_CONFIG_DIR` a run in `workdir` gets: one per working directory under
+    /// [`Self::resolve_config_root`] when [`Self::isolate_config`] is on and the transport
+    /// is local; `None` otherwise (the CLI then uses its own default). The adapter creates
+    /// it and never removes it (see `CodeAgent::workdir_state`).
+    pub fn config_dir(&self, workdir: &Path) -> Option<PathBuf> {
+        (self.isolate_config && self.transport == TransportConfig::Local)
+            .then(|| config_dir_for(&self.resolve_config_root(), workdir))
+    }
+}
+
+/// The longest config dir name: deep paths keep only their last characters.
+const MAX_KEY_CHARS: usize = 120;
+
+/// A path with every character outside `[A-Za-z0-9]` replaced by `-`.
+fn path_key(path: &Path) -> String {
+    path.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 /// The config dir of one working directory below `root`: the absolute path with every
@@ -214,13 +234,44 @@ impl ClaudeCodeConfig {
 /// project dirs), keeping the last 120 characters so deep paths stay a valid file name.
 pub fn config_dir_for(root: &Path, workdir: &Path) -> PathBuf {
     let abs = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_path_buf());
-    let key: String = abs
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let skip = key.chars().count().saturating_sub(120);
+    let key = path_key(&abs);
+    let skip = key.chars().count().saturating_sub(MAX_KEY_CHARS);
     root.join(key.chars().skip(skip).collect::<String>())
+}
+
+/// Config dirs below `root` of working directories directly under `parent` that no longer
+/// exist. A dir counts only when its name is exactly what [`config_dir_for`] gives for
+/// `parent/<rest>`, so names shortened to their last 120 characters (which no longer say
+/// which directory they came from) and dirs of other parents are never taken.
+pub fn orphaned_config_dirs(root: &Path, parent: &Path) -> Vec<PathBuf> {
+    let Ok(parent) = std::fs::canonicalize(parent) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}-", path_key(&parent));
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let (Ok(kind), Some(name)) = (
+            entry.file_type(),
+            entry.file_name().to_str().map(str::to_owned),
+        ) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(&prefix).filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let workdir = parent.join(rest);
+        if kind.is_dir()
+            && config_dir_for(root, &workdir) == entry.path()
+            && std::fs::symlink_metadata(&workdir).is_err()
+        {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Whether `name` is a portable environment variable name.
@@ -277,6 +328,41 @@ mod tests {
             ..ClaudeCodeConfig::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::MissingPod));
+    }
+
+    #[test]
+    fn only_config_dirs_of_vanished_workdirs_under_the_parent_are_orphans() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let work = tmp.path().join("data/git/work");
+        std::fs::create_dir_all(work.join("live")).unwrap();
+        let cfg = ClaudeCodeConfig {
+            config_root: Some(root.clone()),
+            ..ClaudeCodeConfig::default()
+        };
+        let live = cfg.config_dir(&work.join("live")).unwrap();
+        let gone = cfg.config_dir(&work.join("site-0193-gone")).unwrap();
+        let elsewhere = cfg.config_dir(&tmp.path().join("elsewhere")).unwrap();
+        let deep = cfg.config_dir(&work.join("x".repeat(200))).unwrap();
+        for dir in [&live, &gone, &elsewhere, &deep] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        assert_eq!(live.parent(), Some(root.as_path()));
+        assert_eq!(orphaned_config_dirs(&root, &work), [gone]);
+        assert_eq!(
+            orphaned_config_dirs(&tmp.path().join("missing"), &work),
+            [] as [PathBuf; 0]
+        );
+        let kubectl = ClaudeCodeConfig {
+            transport: TransportConfig::Kubectl(KubectlConfig {
+                kubectl_bin: "k".into(),
+                pod: "p".into(),
+                namespace: None,
+                container: None,
+            }),
+            ..cfg
+        };
+        assert_eq!(kubectl.config_dir(&work), None, "no local state in a pod");
     }
 
     #[test]

@@ -199,8 +199,19 @@ async fn build(
             )
         }
     };
+    // Named now, while the worktree is the directory rdev made: the agent could replace it
+    // (with a symlink elsewhere, say) before the state is removed.
+    let agent_state = deps.registry.workdir_state(&ws.dir);
     let outcome = build_in(&cx, &ws, &injection).await;
-    deps.git.remove(ws);
+    // A failed attempt's checkout and agent state stay for debugging; the housekeeping
+    // sweep removes them after `keep_failed_workspaces_hours`.
+    if matches!(outcome, BuildOutcome::Failed { .. })
+        && deps.config.keep_failed_workspaces_hours > 0
+    {
+        deps.git.keep(ws, agent_state).await;
+    } else {
+        deps.git.remove_with(ws, agent_state);
+    }
     match outcome {
         BuildOutcome::Failed { error, retryable } => BuildOutcome::Failed {
             error: redactor.redact(&error),
