@@ -1,6 +1,7 @@
 //! `rdev build` and `rdev task list|show|logs|cancel`: clients of a running server. `build
-//! --follow` and `task logs --follow` print the task's events as they happen and exit with
-//! the task's outcome (0 completed, 1 otherwise).
+//! --follow` and `task logs --follow` print the task's events as they happen, as a CI log
+//! (`follow`) or with `--json` as JSON lines, and exit with the task's outcome (0
+//! completed, 1 otherwise).
 
 use std::process::ExitCode;
 
@@ -11,7 +12,10 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use crate::client::{ApiClient, ServerArgs};
+use crate::{
+    client::{ApiClient, ServerArgs},
+    follow::{CiLog, FinishedTask, StoredEvent},
+};
 
 /// `rdev build PROJECT --prompt ...`
 #[derive(Debug, clap::Args)]
@@ -52,6 +56,10 @@ pub struct BuildArgs {
     /// Print progress until the task ends, and exit with its outcome.
     #[arg(long)]
     follow: bool,
+    /// Machine-readable output: the server's answer, or with --follow one JSON object per
+    /// event (`{"event","data"}`).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `rdev task ...`
@@ -137,11 +145,15 @@ pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         .context("the server answered without a task id")?
         .to_owned();
     if !args.follow {
-        println!("{id}");
+        if args.json {
+            println!("{answer}");
+        } else {
+            println!("{id}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("task {id} queued");
-    follow_stream(&api, &id, false, true).await
+    follow_stream(&api, &id, args.json, true).await
 }
 
 /// Runs `rdev task ...`.
@@ -232,6 +244,7 @@ async fn follow_stream(
     let path = format!("/tasks/{}/events", crate::project_cmd::path_segment(id));
     let resp = api.stream(&path).await?;
     let mut events = resp.bytes_stream().eventsource();
+    let mut log = CiLog::new(id);
     loop {
         let next = if live {
             events.next().await
@@ -249,11 +262,19 @@ async fn follow_stream(
         let data: Value = serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data.clone()));
         if json {
             println!("{}", json!({"event": ev.event, "data": data}));
-        } else if let Some(line) = readable(&ev.event, &data) {
-            println!("{line}");
+        } else if ev.event != "end" {
+            let stored = serde_json::from_value::<StoredEvent>(data.clone()).unwrap_or_else(|_| {
+                StoredEvent {
+                    at: None,
+                    kind: ev.event.clone(),
+                    payload: data.clone(),
+                }
+            });
+            for line in log.event(&stored) {
+                println!("{line}");
+            }
         }
         if ev.event == "end" {
-            let status = data["status"].as_str().unwrap_or("unknown").to_owned();
             let task = api
                 .call(
                     Method::GET,
@@ -261,58 +282,22 @@ async fn follow_stream(
                     None,
                 )
                 .await?;
-            if status == "completed" {
-                let artifacts = &task["result"]["artifacts"];
-                if !json {
-                    if let Some(sha) = artifacts["commit_sha"].as_str() {
-                        println!("commit {sha}");
-                    }
-                    if let Some(url) = artifacts["deploy_url"].as_str() {
-                        println!("deployed to {url}");
-                    }
+            let finished: FinishedTask = serde_json::from_value(task)
+                .context("the server answered with an unexpected task")?;
+            if !json {
+                for line in log.finish(&finished) {
+                    println!("{line}");
                 }
+            }
+            if finished.status == "completed" {
                 return Ok(ExitCode::SUCCESS);
             }
-            let error = task["error"].as_str().unwrap_or("");
+            let error = finished.error.unwrap_or_default();
             anyhow::bail!(
-                "task {id} {status}{}{error}",
+                "task {id} {}{}{error}",
+                finished.status,
                 if error.is_empty() { "" } else { ": " }
             );
         }
     }
-}
-
-/// One human-readable line for an event, or `None` to skip it.
-fn readable(kind: &str, data: &Value) -> Option<String> {
-    let p = &data["payload"];
-    let short = |s: &str, n: usize| {
-        let one = s.replace('\n', " ⏎ ");
-        if one.chars().count() > n {
-            format!("{}…", one.chars().take(n).collect::<String>())
-        } else {
-            one
-        }
-    };
-    Some(match kind {
-        "progress" => format!("· {}", short(&p.to_string(), 160)),
-        "started" => format!(
-            "· agent started (session {})",
-            p["session_id"].as_str().unwrap_or("?")
-        ),
-        "message" => p["text"].as_str().unwrap_or_default().to_owned(),
-        "tool_use" => format!(
-            "→ {} {}",
-            p["name"].as_str().unwrap_or("?"),
-            short(&p["input"].to_string(), 120)
-        ),
-        "tool_result" => format!(
-            "← {}{}",
-            if p["is_error"] == true { "error: " } else { "" },
-            short(p["output"].as_str().unwrap_or_default(), 120)
-        ),
-        "error" => format!("! {}", p["message"].as_str().unwrap_or_default()),
-        "completed" => format!("· agent finished: {}", p["status"].as_str().unwrap_or("?")),
-        "end" => format!("== task {}", data["status"].as_str().unwrap_or("?")),
-        _ => return None,
-    })
 }

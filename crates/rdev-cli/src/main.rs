@@ -6,11 +6,13 @@ mod agent_cmd;
 mod bench;
 mod build_cmd;
 mod client;
+mod follow;
 mod migrate;
 mod project_cmd;
 mod secret_cmd;
 mod serve;
 mod template_cmd;
+mod token_cmd;
 mod worker;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -50,6 +52,8 @@ enum Command {
     Template(template_cmd::TemplateArgs),
     /// Secrets: `rdev secret set SCOPE NAME < value | list [SCOPE] | rm SCOPE NAME | rotate-key`.
     Secret(secret_cmd::SecretArgs),
+    /// API tokens: `rdev token create NAME --scope build [--project P] | list | revoke NAME`.
+    Token(token_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => agent_cmd::run(cli.config.as_deref(), args).await,
             Command::Template(args) => template_cmd::run(args),
             Command::Secret(args) => secret_cmd::run(cli.config.as_deref(), args).await,
+            Command::Token(args) => token_cmd::run(cli.config.as_deref(), args).await,
         }
     });
     match result {

@@ -66,7 +66,7 @@ enum SecretCommand {
 pub async fn run(config_file: Option<&Path>, args: SecretArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(config_file)?;
     if let Some(url) = args.database_url {
-        config.database_url = url;
+        config.set_database_url(url);
     }
     let db = rdev_server::app::open_database(&config.database_url).await?;
     let service = SecretService::from_config(&config, db.clone())?;

@@ -23,7 +23,7 @@ pub async fn run(config_file: Option<&Path>, args: ServeArgs) -> anyhow::Result<
         config.listen = listen;
     }
     if let Some(url) = args.database_url {
-        config.database_url = url;
+        config.set_database_url(url);
     }
     telemetry::init(config.log_format);
     let app = Application::build(config).await?;

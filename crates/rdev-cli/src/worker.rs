@@ -20,7 +20,7 @@ pub struct WorkerArgs {
 pub async fn run(config_file: Option<&Path>, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(config_file)?;
     if let Some(url) = args.database_url {
-        config.database_url = url;
+        config.set_database_url(url);
     }
     if let Some(n) = args.concurrency {
         config.worker_concurrency = n;

@@ -1,6 +1,10 @@
 //! rdev's configuration: defaults, then `rdev.toml` (or the file named by `--config` /
 //! `RDEV_CONFIG`), then `RDEV_*` environment variables, then command-line flags. It only
-//! describes settings; it opens no connection and starts nothing.
+//! describes settings; it opens no connection and starts nothing. Unknown keys are errors
+//! and paths are made absolute at load (`keys`, `paths`).
+
+mod keys;
+mod paths;
 
 use std::{
     net::SocketAddr,
@@ -29,7 +33,7 @@ pub enum LogFormat {
 
 /// Everything `rdev serve` needs.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
@@ -39,8 +43,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
-    /// Bearer token required by the API (`RDEV_API_TOKEN`); `None` leaves it open.
+    /// Admin bearer token for the API (`RDEV_API_TOKEN`); named tokens come from `rdev
+    /// token create`. With neither, the API is open, which `serve` refuses beyond loopback
+    /// unless `allow_unauthenticated`. Empty is a configuration error.
+    #[serde(deserialize_with = "non_empty_token")]
     pub api_token: Option<SecretString>,
+    /// Serve an API without any credential on a non-loopback address (off: refused).
+    pub allow_unauthenticated: bool,
     /// Allow callback URLs in private/loopback ranges (off by default: SSRF).
     pub allow_private_callbacks: bool,
     /// How long running work may take to finish after a shutdown signal, in seconds.
@@ -64,6 +73,12 @@ pub struct Config {
     pub worker_concurrency: u32,
     /// How long a worker's claim on a task lasts without a heartbeat, in seconds.
     pub worker_lease_secs: u64,
+    /// Hours a failed task's checkout (worktree, git dir, the agent's config dir) stays on
+    /// disk for debugging before the housekeeping sweep removes it (0: removed at once).
+    pub keep_failed_workspaces_hours: u64,
+    /// Days finished tasks (with their events, attempts and callback rows) and secret audit
+    /// rows are kept before they are pruned (0: kept forever).
+    pub retention_days: u64,
     /// Code agents, in order of preference (the first is the default).
     pub agents: AgentsConfig,
     /// Woodpecker CI, followed after a push when a project names its repository id.
@@ -72,7 +87,7 @@ pub struct Config {
 
 /// `[agents]`: which providers run and how.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
     /// Provider ids to register, the default first.
     pub enabled: Vec<String>,
@@ -136,6 +151,7 @@ impl Default for AgentsConfig {
 
 /// `[woodpecker]`: the CI server rdev follows.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WoodpeckerConfig {
     /// Base URL, e.g. `https://ci.example.com`.
     pub url: String,
@@ -180,6 +196,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             log_format: LogFormat::Auto,
             api_token: None,
+            allow_unauthenticated: false,
             allow_private_callbacks: false,
             shutdown_grace_secs: 30,
             max_timeout_secs: RequestLimits::DEFAULT_MAX_TIMEOUT.as_secs(),
@@ -191,10 +208,26 @@ impl Default for Config {
             commit_author_email: "rdev@localhost".to_owned(),
             worker_concurrency: 2,
             worker_lease_secs: 60,
+            keep_failed_workspaces_hours: 24,
+            retention_days: 30,
             agents: AgentsConfig::default(),
             woodpecker: None,
         }
     }
+}
+
+/// An `api_token` that is empty or only whitespace is an error, not "no token": someone
+/// meant to set one (`RDEV_API_TOKEN=""` from an unset shell variable, say).
+fn non_empty_token<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SecretString>, D::Error> {
+    let token = SecretString::deserialize(d)?;
+    if token.expose().trim().is_empty() {
+        return Err(serde::de::Error::custom(
+            "api_token is empty; set a token or remove the setting",
+        ));
+    }
+    Ok(Some(token))
 }
 
 /// Configuration could not be read.
@@ -209,8 +242,11 @@ impl rdev_core::ErrorCode for ConfigError {
 }
 
 impl Config {
-    /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables.
-    /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`.
+    /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables, and
+    /// makes every path absolute against the current directory ([`Config::resolve_paths`]).
+    /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`. An unknown key in
+    /// the file is an error; an `RDEV_*` variable whose first part is no key is not
+    /// configuration and is skipped (see `keys`).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let explicit = file
             .map(Path::to_path_buf)
@@ -224,11 +260,26 @@ impl Config {
             }
         }
         let path = explicit.unwrap_or_else(|| PathBuf::from("rdev.toml"));
-        Figment::new()
+        let mut config: Self = Figment::new()
             .merge(Toml::file(&path))
-            .merge(Env::prefixed("RDEV_").split("__"))
+            .merge(
+                Env::prefixed("RDEV_")
+                    .filter(|k| keys::is_config_env(k.as_str()))
+                    .split("__"),
+            )
             .extract()
-            .map_err(|e| ConfigError(e.to_string()))
+            .map_err(|e| ConfigError(keys::describe(&e)))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
+        config.resolve_paths(&cwd);
+        Ok(config)
+    }
+
+    /// Logs, once at start-up, the paths in effect (`master_key`: where the credential
+    /// store's key came from) and any `RDEV_*` variable that was skipped as no key.
+    pub fn log_startup(&self, master_key: &dyn std::fmt::Display) {
+        self.log_paths(master_key);
+        keys::warn_ignored_env();
     }
 
     /// How long a worker's claim lasts without a heartbeat (`worker_lease_secs`, at least
@@ -278,7 +329,8 @@ mod tests {
             jail.set_env("RDEV_API_TOKEN", "tok-123");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.port(), 9000);
-            assert_eq!(c.database_url, "sqlite:y.db");
+            let cwd = std::env::current_dir().unwrap();
+            assert_eq!(c.database_url, format!("sqlite:{}/y.db", cwd.display()));
             assert_eq!(c.api_token.as_ref().map(|t| t.expose()), Some("tok-123"));
             assert!(!format!("{c:?}").contains("tok-123"));
             Ok(())
@@ -297,6 +349,31 @@ mod tests {
             jail.set_env("RDEV_LISTEN", "not-an-address");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_api_token_is_an_error_not_an_open_api() {
+        for value in ["", "  "] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("RDEV_API_TOKEN", value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains("api_token is empty"), "{err}");
+                assert!(!err.contains('\n'), "{err}");
+                Ok(())
+            });
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rdev.toml",
+                "api_token = \"\"\nallow_unauthenticated = true\n",
+            )?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("api_token is empty"), "{err}");
+            jail.create_file("rdev.toml", "allow_unauthenticated = true\n")?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(c.allow_unauthenticated && c.api_token.is_none());
             Ok(())
         });
     }

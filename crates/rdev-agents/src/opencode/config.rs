@@ -210,7 +210,7 @@ impl OpenCodeConfig {
             self.url = Some(url);
         }
         if let Some(bin) = get(BIN_ENV) {
-            self.bin = Some(PathBuf::from(bin));
+            self.bin = Some(settings::absolute_program(PathBuf::from(bin)));
         }
         if self.password.is_none() {
             self.password = get(PASSWORD_ENV).map(SecretString::new);

@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -17,6 +19,19 @@ pub const RDEV: &str = env!("CARGO_BIN_EXE_rdev");
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// Its JSON log lines so far.
+    pub logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Server {
+    /// The log lines whose message is `message`.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter(|v| v["message"] == message)
+            .cloned()
+            .collect()
+    }
 }
 
 impl Drop for Server {
@@ -42,7 +57,13 @@ impl Drop for Server {
 /// Starts `rdev serve --listen 127.0.0.1:0 [--config FILE]` in `dir` and waits for its
 /// "rdev listening" log line.
 pub fn serve(dir: &Path, config: Option<&Path>) -> Server {
+    serve_with_env(dir, config, &[])
+}
+
+/// [`serve`] with extra environment variables.
+pub fn serve_with_env(dir: &Path, config: Option<&Path>, env: &[(&str, &OsStr)]) -> Server {
     let mut cmd = Command::new(RDEV);
+    cmd.envs(env.iter().copied());
     cmd.args(["serve", "--listen", "127.0.0.1:0"]);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
@@ -58,12 +79,15 @@ pub fn serve(dir: &Path, config: Option<&Path>) -> Server {
         .expect("rdev starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logs);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 if v["message"] == "rdev listening" {
                     let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
                 }
+                sink.lock().unwrap().push(v);
             }
         }
     });
@@ -73,5 +97,6 @@ pub fn serve(dir: &Path, config: Option<&Path>) -> Server {
     Server {
         child,
         url: format!("http://{addr}"),
+        logs,
     }
 }

@@ -108,10 +108,13 @@ impl MasterKey {
     }
 
     /// Loads the key the way `rdev serve` does: `RDEV_MASTER_KEY`, else the key file named
-    /// by `RDEV_MASTER_KEY_FILE`, else `<data_dir>/master.key` (created if missing).
+    /// by `RDEV_MASTER_KEY_FILE` (relative to the current directory), else
+    /// `<data_dir>/master.key` (created if missing).
     pub fn load(data_dir: &Path) -> Result<(Self, KeySource), SecretError> {
         let env_key = std::env::var(MASTER_KEY_ENV).ok().map(Zeroizing::new);
-        let env_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(PathBuf::from);
+        let env_file = std::env::var_os(MASTER_KEY_FILE_ENV)
+            .map(PathBuf::from)
+            .map(|p| std::path::absolute(&p).unwrap_or(p));
         Self::resolve(env_key.as_deref().map(String::as_str), env_file, data_dir)
     }
 
