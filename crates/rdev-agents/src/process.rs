@@ -39,6 +39,8 @@ pub struct GroupChild {
     pid: i32,
     /// Processes seen in the child's family; killed at the end even if they were reparented.
     remembered: HashSet<ProcKey>,
+    /// Processes sent `SIGKILL` by the last [`Self::kill_family`], for [`Self::settled`].
+    killed: Vec<ProcKey>,
     finished: bool,
 }
 
@@ -54,6 +56,7 @@ pub fn spawn_in_group(cmd: &mut Command) -> io::Result<GroupChild> {
         child,
         pid,
         remembered: HashSet::new(),
+        killed: Vec::new(),
         finished: false,
     })
 }
@@ -137,7 +140,36 @@ impl GroupChild {
         }
         let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
         self.remembered.clear();
+        self.killed = stopped.into_iter().collect();
     }
+
+    /// Waits (up to `timeout`) until every process the last kill hit has really exited.
+    /// `SIGKILL` is delivered asynchronously: right after `kill(2)` returns, a target may
+    /// still be running or stopped for a moment. A run that ends returns only after this,
+    /// so nothing of it can still write into the checkout once the caller moves on.
+    /// Returns the processes still alive at the deadline (empty when all are gone).
+    pub async fn settled(&mut self, timeout: Duration) -> Vec<u32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.killed.retain(|&(pid, start)| is_alive(pid, start));
+            if self.killed.is_empty() || tokio::time::Instant::now() >= deadline {
+                return self.killed.iter().map(|k| k.0.unsigned_abs()).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Whether `pid` still runs as the process that started at `start` (a zombie has exited;
+/// a reused pid is another process).
+fn is_alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+    !zombie && parse_stat(&stat).is_some_and(|p| p.start == start)
 }
 
 impl Drop for GroupChild {

@@ -249,8 +249,23 @@ async fn cancel_while_the_prompt_is_sent_aborts_the_accepted_turn(env: Arc<Env>)
         .await
         .unwrap()
         .contains_key(&session));
-    // Give a turn that escaped the abort the time to write its file, then check it did not.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The turn is over in the server's own record: its assistant message ended as aborted
+    // and holds no tool call, so the script's write can never run.
+    let messages = client.messages(&session, &abs).await.unwrap();
+    let last = messages.last().expect("the session has messages");
+    assert_eq!(last["info"]["role"], "assistant", "{last}");
+    assert_eq!(
+        last["info"]["error"]["name"], "MessageAbortedError",
+        "the turn ended as aborted: {last}"
+    );
+    let parts = last["parts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    assert!(
+        parts.iter().all(|p| p["type"] != "tool"),
+        "no tool ran in the aborted turn: {last}"
+    );
     assert!(
         !dir.join("late.txt").exists(),
         "the turn kept running after cancel"

@@ -115,7 +115,26 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
         .unwrap();
     assert_eq!(got.len(), 1, "callback delivered: {task}");
     assert_eq!(got[0].json()["status"], "completed", "{task}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the outbox row records the delivery it is never sent again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let task: Value = c
+            .get(format!("{}/tasks/{id}", second.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["callbacks"][0]["delivered_at"].is_string() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(receiver.accepted().len(), 1, "exactly one callback");
 
     let with_trailer = git(&[

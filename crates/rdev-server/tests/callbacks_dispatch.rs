@@ -105,7 +105,19 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
     receiver.recover();
     let accepted = receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
     assert_eq!(accepted.len(), 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Once the row records the delivery the dispatcher never sends it again; until then
+    // the receiver has seen it exactly once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.outbox_for_task(task_id).await.unwrap()[0]
+        .delivered_at
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(receiver.accepted().len(), 1, "delivered exactly once");
     stop.cancel();
     handle.await.unwrap();

@@ -95,6 +95,14 @@ fn opencode_config(model: &ScriptedModel, root: &Path) -> rdev_agents::opencode:
 }
 
 async fn world_with(pg: bool, opencode: bool) -> World {
+    world_tweaked(pg, opencode, |_| {}).await
+}
+
+async fn world_tweaked(
+    pg: bool,
+    opencode: bool,
+    tweak: impl FnOnce(&mut rdev_server::Config) + Send + 'static,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("site.git").to_string_lossy().into_owned();
     git(&["init", "--bare", "--quiet", "-b", "main", &remote]);
@@ -135,6 +143,7 @@ async fn world_with(pg: bool, opencode: bool) -> World {
             ),
             ("CLAUDE_CODE_MAX_RETRIES".to_owned(), SecretString::new("0")),
         ]);
+        tweak(c);
     })
     .await;
     let forge = CancellationToken::new();
@@ -190,6 +199,23 @@ async fn task(w: &World, id: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Waits until task `id`'s callback row records its delivery (after which the dispatcher
+/// never sends it again) and returns the task.
+async fn delivered(w: &World, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = task(w, id).await;
+        if t["callbacks"][0]["delivered_at"].is_string() {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits up to `timeout` for the single callback of task `id` and checks that it is signed
@@ -263,14 +289,7 @@ async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
     assert_eq!(t["status"], "completed");
     assert_eq!(t["result"]["agent"]["pipeline"]["status"], "success");
     // The receiver answered before the dispatcher recorded the delivery: wait for it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !task(&w, &id).await["callbacks"][0]["delivered_at"].is_string() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivery never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    delivered(&w, &id).await;
     let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
         .await
         .unwrap()
@@ -357,14 +376,80 @@ async fn cancel_mid_run_kills_the_agent_and_pushes_nothing() {
         .wait_for_accepted(1, Duration::from_secs(60))
         .await;
     assert_eq!(got[0].json()["status"], "cancelled");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(task(&w, &id).await["status"], "cancelled");
+    let t = delivered(&w, &id).await;
+    assert_eq!(t["status"], "cancelled");
+    assert_eq!(w.receiver.accepted().len(), 1, "exactly one callback");
     assert_eq!(
         remote_head(&w.remote),
         None,
         "a cancelled build pushes nothing"
     );
     assert!(!Path::new(&w.remote).join("refs/heads/main").exists());
+}
+
+/// Deleting a project whose build runs on this node stops the agent (it would otherwise
+/// sleep for a minute), pushes nothing, and sends no callback: the row is given up, since
+/// the signing secret went with the project. The repository given as `repo_url` stays.
+#[tokio::test]
+async fn deleting_the_project_mid_run_stops_the_agent_and_keeps_the_users_repository() {
+    let w = world(false).await;
+    create_project(&w).await;
+    let id = build(&w, json!({"prompt": "@@write a.txt\nx\n@@end\n@@sleep 60000\n@@reply late", "auto_deploy": true,
+        "callback_url": w.receiver.url()})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !w.model.requests().iter().any(|r| r.step.is_some()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent never started: {}",
+            task(&w, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marker = w._dir.path().to_string_lossy().into_owned();
+    assert!(
+        !processes_with_env_mentioning(&marker).is_empty(),
+        "the agent runs"
+    );
+    let r = reqwest::Client::new()
+        .delete(format!("{}/projects/site", w.app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["cancelled_tasks"], json!([id]), "{report}");
+    assert_eq!(report["repository"]["outcome"], "kept", "{report}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = processes_with_env_mentioning(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent processes outlived the project: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = task(&w, &id).await;
+    assert_eq!(t["status"], "cancelled", "{t}");
+    let cb = &t["callbacks"][0];
+    assert!(cb["expired_at"].is_string(), "{t}");
+    assert_eq!(cb["attempts"], 0, "never sent: {t}");
+    assert!(cb["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("project deleted"));
+    assert_eq!(
+        remote_head(&w.remote),
+        None,
+        "a cancelled build pushes nothing"
+    );
+    assert!(
+        Path::new(&w.remote).join("HEAD").is_file(),
+        "the user's repository stays"
+    );
 }
 
 #[tokio::test]
@@ -515,7 +600,7 @@ async fn callback_receiver_down_then_up_gets_the_result_once() {
         .await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["task_id"], id);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    delivered(&w, &id).await;
     assert_eq!(w.receiver.accepted().len(), 1, "delivered exactly once");
     let ids: std::collections::BTreeSet<_> = w
         .receiver
@@ -550,4 +635,59 @@ fn processes_with_env_mentioning(needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A lease that expires under a live attempt (here: reaped by a store whose clock is
+/// ahead) makes this node claim the task again while the old attempt still runs.
+/// The old attempt must stop without touching the new one's bookkeeping: the new attempt
+/// keeps its heartbeat through a run longer than the lease and completes as attempt 2.
+#[tokio::test]
+async fn lease_expired_under_a_live_attempt_lets_the_new_attempt_finish() {
+    let w = world_tweaked(false, false, |c| {
+        c.worker_concurrency = 2;
+        c.worker_lease_secs = 3;
+    })
+    .await;
+    create_project(&w).await;
+    let prompt = "@@write a.txt\nx\n@@end\n@@sleep 7000\n@@reply done";
+    let id = build(&w, json!({"prompt": prompt, "auto_deploy": true})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !w.model.requests().iter().any(|r| r.step.is_some()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("sqlite:{}", w.app._dir.path().join("rdev.db").display());
+    // Past the 3 s lease, and not so far ahead that the retry backoff (counted from this
+    // clock) keeps the task from the real worker for long.
+    let ahead = rdev_core::ManualClock::new(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let other = rdev_store::SqlStore::with_clock(
+        rdev_store::Db::connect(&url).await.unwrap(),
+        rdev_store::StoreConfig::default(),
+        Arc::new(ahead),
+    )
+    .await
+    .unwrap();
+    let reaped = rdev_core::WorkQueue::reap_expired(&other).await.unwrap();
+    assert_eq!(reaped.requeued.len(), 1, "{reaped:?}");
+    other.shutdown();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let t = loop {
+        let t = task(&w, &id).await;
+        if matches!(t["status"].as_str(), Some("completed" | "failed")) {
+            break t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["attempt"], 2, "the second attempt finished: {t}");
+    let log = git(&["--git-dir", &w.remote, "log", "--format=%H", "main"]);
+    assert_eq!(log.lines().count(), 1, "one commit pushed: {log}");
 }

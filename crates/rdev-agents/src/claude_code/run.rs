@@ -20,7 +20,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{check_env_name, config_dir_for, ClaudeCodeConfig, PermissionMode, TransportConfig},
+    config::{check_env_name, ClaudeCodeConfig, PermissionMode},
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
 };
@@ -32,6 +32,10 @@ use crate::{
 
 /// Most stderr kept for error messages.
 pub const STDERR_LIMIT: usize = 16 * 1024;
+
+/// After the family is killed, how long to wait for every member to be gone (`SIGKILL`
+/// lands asynchronously; normally within a millisecond).
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// After the CLI exits, how long to keep reading output a leftover process might still
 /// hold open before giving up on EOF.
@@ -107,8 +111,7 @@ fn run_env(
         // agents in checkouts made for them (see docs/claude-code.md).
         env.insert("IS_SANDBOX".to_owned(), SecretString::new("1"));
     }
-    if config.isolate_config && config.transport == TransportConfig::Local {
-        let dir = config_dir_for(&config.resolve_config_root(), &request.workdir);
+    if let Some(dir) = config.config_dir(&request.workdir) {
         std::fs::create_dir_all(&dir)
             .map_err(|e| AgentError::Spawn(format!("cannot create {}: {e}", dir.display())))?;
         env.insert(
@@ -267,6 +270,10 @@ pub async fn run(
     };
 
     let status = finish_process(&ctx, &mut child, &stop, remote_pid, &events, &redactor).await;
+    let left = child.settled(SETTLE).await;
+    if !left.is_empty() {
+        tracing::warn!(?left, "processes of the run were still alive after SIGKILL");
+    }
     writer.abort();
     let stderr_text = match stderr {
         Some(c) => redactor.text(c.finish(Duration::from_millis(500)).await.trim()),
