@@ -143,8 +143,10 @@ impl Lease {
 pub struct HeartbeatOutcome {
     /// The new expiry of the leases still held.
     pub extended_until: DateTime<Utc>,
-    /// Tasks whose lease is gone: their workers must stop.
-    pub lost: Vec<TaskId>,
+    /// Leases that are gone (cancelled, expired, reaped or replaced): their attempts must
+    /// stop. By lease, not task id, so a task claimed again by the same worker has its new
+    /// attempt's lease held while the old one's is lost.
+    pub lost: Vec<LeaseKey>,
 }
 
 /// What a batched completion did.

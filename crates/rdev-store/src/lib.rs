@@ -2,18 +2,25 @@
 //! the default) behind the ports of `rdev-core`. It owns SQL and connection handling and
 //! must not know about HTTP or agents.
 //!
-//! [`SqlStore`] implements `TaskStore`, `WorkQueue`, `ProjectStore` and `OutboxStore` on
-//! either backend; `docs/queue.md` explains the queue's guarantees.
+//! [`SqlStore`] implements `TaskStore`, `WorkQueue`, `ProjectStore`, `OutboxStore` and
+//! `RetentionStore` ([`retention`]) on either backend; `docs/queue.md` explains the queue's
+//! guarantees. [`SqlSecretRepository`] and [`SqlTokenStore`] hold the credential store's
+//! and the API tokens' tables.
 
+mod clock;
 pub mod db;
 mod notify;
 mod projects;
 mod queue;
+pub mod retention;
 pub mod secrets;
 mod sql;
 pub mod store;
+mod tokens;
 
+pub use clock::DatabaseClock;
 pub use db::{Backend, Db, DbError};
 pub use secrets::SqlSecretRepository;
 pub use sql::Ts;
 pub use store::{SqlStore, StoreConfig, NOTIFY_CHANNEL};
+pub use tokens::SqlTokenStore;

@@ -144,7 +144,7 @@ fn lock_suffix(store: &SqlStore, skip_locked: bool) -> &'static str {
 const HEARTBEAT_CHUNK: usize = 500;
 
 /// Extends the held leases among `n` `(id, token)` pairs bound from `$3` on, with `$1` now
-/// and `$2` the new expiry; returns the ids it extended.
+/// and `$2` the new expiry; returns the `(id, lease_token)` pairs it extended.
 fn heartbeat_sql(n: usize) -> String {
     let pairs: Vec<String> = (0..n)
         .map(|i| format!("(${}, ${})", 3 + 2 * i, 4 + 2 * i))
@@ -152,7 +152,7 @@ fn heartbeat_sql(n: usize) -> String {
     format!(
         "UPDATE tasks SET lease_expires_at = $2, updated_at = $1 \
          WHERE status = '{}' AND lease_expires_at > $1 AND (id, lease_token) IN (VALUES {}) \
-         RETURNING id",
+         RETURNING id, lease_token",
         Running.as_str(),
         pairs.join(", ")
     )
@@ -256,6 +256,73 @@ macro_rules! write_callback {
     }};
 }
 
+/// Cancelling one task inside an open write transaction, on either backend. The one way a
+/// task is cancelled: [`WorkQueue::cancel`] and a project's deletion both use it.
+pub(crate) trait CancelInTx {
+    /// Cancels the queued or running task `id`: status `cancelled` with the lease cleared
+    /// (its worker, on whatever node, finds the lease lost at its next heartbeat), a running
+    /// attempt recorded as cancelled, and the callback row written. The outer error is the
+    /// database's; the inner one says why this task cannot be cancelled (`NotFound`, or an
+    /// invalid transition from a finished status), leaving the transaction usable.
+    async fn cancel_task(
+        &mut self,
+        store: &SqlStore,
+        id: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Result<WorkTask, StoreError>, StoreError>;
+}
+
+macro_rules! impl_cancel_in_tx {
+    ($($db:ty),*) => {$(
+        impl CancelInTx for sqlx::Transaction<'static, $db> {
+            async fn cancel_task(
+                &mut self,
+                store: &SqlStore,
+                id: TaskId,
+                now: DateTime<Utc>,
+            ) -> Result<Result<WorkTask, StoreError>, StoreError> {
+                let tx: &mut <$db as sqlx::Database>::Connection = &mut **self;
+                let lookup = format!("{}{}", SQL.cancel_lookup, lock_suffix(store, false));
+                let row: Option<(String, i32)> = sqlx::query_as(&lookup)
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let Some((status, attempt)) = row else {
+                    return Ok(Err(not_found(id)));
+                };
+                let from: TaskStatus = status.parse().map_err(corrupt)?;
+                if let Err(e) = from.transition(Cancelled) {
+                    return Ok(Err(e.into()));
+                }
+                let row: TaskRow = sqlx::query_as(&SQL.cancel)
+                    .bind(id.0)
+                    .bind(Ts::from(now))
+                    .bind(from.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let task = row.into_task()?;
+                if from == Running {
+                    sqlx::query(&SQL.finish_attempt)
+                        .bind(id.0)
+                        .bind(attempt)
+                        .bind(Ts::from(now))
+                        .bind(Cancelled.as_str())
+                        .bind(None::<String>)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                write_callback!(tx, &task, now);
+                Ok(Ok(task))
+            }
+        }
+    )*};
+}
+
+impl_cancel_in_tx!(sqlx::Postgres, sqlx::Sqlite);
+
 #[async_trait]
 impl WorkQueue for SqlStore {
     async fn claim(
@@ -329,13 +396,13 @@ impl WorkQueue for SqlStore {
     ) -> Result<HeartbeatOutcome, StoreError> {
         let now = self.now();
         let until = now + chrono_dur(lease_for);
-        let mut lost_ids = Vec::new();
+        let mut lost_keys = Vec::new();
         // One statement per chunk of leases (the row-value IN works on both backends), so
         // a worker holding k leases pays one round trip, not k.
         for chunk in leases.chunks(HEARTBEAT_CHUNK) {
             let sql = heartbeat_sql(chunk.len());
-            let kept: Vec<Uuid> = on_pool!(&self.inner.db, pool => {
-                let mut q = sqlx::query_scalar(&sql)
+            let kept: Vec<(Uuid, Uuid)> = on_pool!(&self.inner.db, pool => {
+                let mut q = sqlx::query_as(&sql)
                     .bind(Ts::from(now))
                     .bind(Ts::from(until));
                 for l in chunk {
@@ -343,16 +410,16 @@ impl WorkQueue for SqlStore {
                 }
                 q.fetch_all(pool).await.map_err(db_err)?
             });
-            lost_ids.extend(
+            lost_keys.extend(
                 chunk
                     .iter()
-                    .map(|l| l.task_id)
-                    .filter(|id| !kept.contains(&id.0)),
+                    .filter(|l| !kept.contains(&(l.task_id.0, l.token.0)))
+                    .copied(),
             );
         }
         Ok(HeartbeatOutcome {
             extended_until: until,
-            lost: lost_ids,
+            lost: lost_keys,
         })
     }
 
@@ -437,39 +504,9 @@ impl WorkQueue for SqlStore {
 
     async fn cancel(&self, id: TaskId) -> Result<WorkTask, StoreError> {
         let now = self.now();
-        let lookup = format!("{}{}", SQL.cancel_lookup, lock_suffix(self, false));
         on_pool!(&self.inner.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db_err)?;
-            let row: Option<(String, i32)> = sqlx::query_as(&lookup)
-                .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let (status, attempt) = row.ok_or_else(|| not_found(id))?;
-            let from: TaskStatus = status
-                .parse()
-                .map_err(corrupt)?;
-            from.transition(Cancelled)?;
-            let row: TaskRow = sqlx::query_as(&SQL.cancel)
-                .bind(id.0)
-                .bind(Ts::from(now))
-                .bind(from.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let task = row.into_task()?;
-            if from == Running {
-                sqlx::query(&SQL.finish_attempt)
-                    .bind(id.0)
-                    .bind(attempt)
-                    .bind(Ts::from(now))
-                    .bind(Cancelled.as_str())
-                    .bind(None::<String>)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
-            write_callback!(tx, &task, now);
+            let task = tx.cancel_task(self, id, now).await??;
             tx.commit().await.map_err(db_err)?;
             Ok(task)
         })

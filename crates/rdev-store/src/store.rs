@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clock::DatabaseClock,
     db::{Backend, Db, DbError},
     notify,
     sql::{corrupt, db_err, on_pool, AttemptRow, BeginWrite, EventRow, TaskRow, Ts, TASK_COLS},
@@ -71,10 +72,20 @@ impl Drop for Inner {
 pub const NOTIFY_CHANNEL: &str = "rdev_queue";
 
 impl SqlStore {
-    /// A store on `db` with the system clock. On PostgreSQL with `listen`, the LISTEN
-    /// connection is up before this returns, so no announcement after it is missed.
+    /// A store on `db`. Queue time is the database server's clock on PostgreSQL (shared
+    /// by every node; see [`DatabaseClock`]) and the system clock on SQLite. On PostgreSQL
+    /// with `listen`, the LISTEN connection is up before this returns, so no announcement
+    /// after it is missed.
     pub async fn new(db: Db, config: StoreConfig) -> Result<Self, DbError> {
-        Self::with_clock(db, config, Arc::new(SystemClock)).await
+        let shutdown = CancellationToken::new();
+        let clock: Arc<dyn Clock> = match &db {
+            // Refreshed until the store shuts down.
+            Db::Postgres(pool) => {
+                Arc::new(DatabaseClock::start(pool, shutdown.child_token()).await?)
+            }
+            Db::Sqlite(_) => Arc::new(SystemClock),
+        };
+        Self::assemble(db, config, clock, shutdown).await
     }
 
     /// A store whose queue decisions read `clock` (tests move time instead of sleeping).
@@ -83,8 +94,16 @@ impl SqlStore {
         config: StoreConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DbError> {
+        Self::assemble(db, config, clock, CancellationToken::new()).await
+    }
+
+    async fn assemble(
+        db: Db,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DbError> {
         let signal = Arc::new(watch::channel(0u64).0);
-        let shutdown = CancellationToken::new();
         if let (Db::Postgres(pool), true) = (&db, config.listen) {
             notify::start_listener(pool, signal.clone(), shutdown.child_token()).await?;
         }
@@ -121,11 +140,20 @@ impl SqlStore {
 fn insert_task_sql() -> String {
     format!(
         "INSERT INTO tasks (id, project, spec, status, attempt, max_attempts, priority, run_at, \
-         unique_key, created_at, updated_at) VALUES ($1, $2, $3, '{}', 0, $4, $5, $6, $7, $8, $8) \
+         unique_key, request_hash, created_at, updated_at) \
+         VALUES ($1, $2, $3, '{}', 0, $4, $5, $6, $7, $9, $8, $8) \
          ON CONFLICT (project, unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
          RETURNING {TASK_COLS}",
         TaskStatus::Queued.as_str()
     )
+}
+
+/// A task found by its idempotency key, with the fingerprint of the request it came from.
+#[derive(Debug, sqlx::FromRow)]
+struct KeyedRow {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    request_hash: Option<String>,
 }
 
 pub(crate) fn not_found(id: TaskId) -> StoreError {
@@ -146,14 +174,17 @@ impl TaskStore for SqlStore {
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, StoreError> {
         let now = self.now();
         let insert = insert_task_sql();
-        let select_existing =
-            format!("SELECT {TASK_COLS} FROM tasks WHERE project = $1 AND unique_key = $2");
+        let select_existing = format!(
+            "SELECT {TASK_COLS}, request_hash FROM tasks WHERE project = $1 AND unique_key = $2"
+        );
         let mut out = Vec::with_capacity(tasks.len());
         on_pool!(&self.inner.db, pool => {
             let mut tx = pool.begin_write().await.map_err(db_err)?;
             for t in &tasks {
                 let max_attempts = i32::try_from(t.max_attempts.max(1)).unwrap_or(i32::MAX);
                 let run_at = Ts::from(t.run_at.unwrap_or(now));
+                // Only a keyed task is ever compared, so only a keyed task keeps one.
+                let fingerprint = t.unique_key.as_ref().map(|_| t.spec.fingerprint());
                 let row: Option<TaskRow> = sqlx::query_as(&insert)
                     .bind(TaskId::new().0)
                     .bind(t.project.as_str())
@@ -163,22 +194,27 @@ impl TaskStore for SqlStore {
                     .bind(run_at)
                     .bind(t.unique_key.as_deref())
                     .bind(Ts::from(now))
+                    .bind(fingerprint.as_deref())
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                let (row, created) = match row {
-                    Some(r) => (r, true),
+                let (row, created, key_reused) = match row {
+                    Some(r) => (r, true, false),
                     None => {
-                        let r: TaskRow = sqlx::query_as(&select_existing)
+                        let r: KeyedRow = sqlx::query_as(&select_existing)
                             .bind(t.project.as_str())
                             .bind(t.unique_key.as_deref())
                             .fetch_one(&mut *tx)
                             .await
                             .map_err(db_err)?;
-                        (r, false)
+                        let reused = matches!(
+                            (&r.request_hash, &fingerprint),
+                            (Some(stored), Some(new)) if stored != new
+                        );
+                        (r.task, false, reused)
                     }
                 };
-                out.push(Enqueued { task: row.into_task()?, created });
+                out.push(Enqueued { task: row.into_task()?, created, key_reused });
             }
             if self.is_postgres() && out.iter().any(|e| e.created) {
                 // One NOTIFY per transaction, however many tasks it inserts.
@@ -214,6 +250,15 @@ impl TaskStore for SqlStore {
         if filter.project.is_some() {
             sql += &format!(" AND project = ${}", next());
         }
+        if let Some(projects) = &filter.projects {
+            let placeholders: Vec<String> =
+                projects.iter().map(|_| format!("${}", next())).collect();
+            if placeholders.is_empty() {
+                sql += " AND 1 = 0";
+            } else {
+                sql += &format!(" AND project IN ({})", placeholders.join(", "));
+            }
+        }
         if filter.status.is_some() {
             sql += &format!(" AND status = ${}", next());
         }
@@ -225,6 +270,9 @@ impl TaskStore for SqlStore {
         let rows: Vec<TaskRow> = on_pool!(&self.inner.db, pool => {
             let mut q = sqlx::query_as(&sql);
             if let Some(p) = &filter.project {
+                q = q.bind(p.as_str());
+            }
+            for p in filter.projects.iter().flatten() {
                 q = q.bind(p.as_str());
             }
             if let Some(s) = filter.status {

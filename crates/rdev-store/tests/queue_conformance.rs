@@ -27,6 +27,7 @@ conformance!(
     claim_follows_priority_then_run_at_and_skips_delayed_tasks,
     heartbeat_extends_held_leases_and_reports_lost_ones,
     heartbeat_of_held_and_lost_leases_together_reports_only_the_lost,
+    same_worker_claiming_a_task_again_keeps_the_new_lease_apart_from_the_old,
     reaper_requeues_expired_leases_and_kills_exhausted_tasks,
     completion_writes_result_and_callback_row_together,
     batched_completion_reports_lost_leases,
@@ -111,7 +112,7 @@ async fn stale_worker_cannot_complete_after_its_lease_expired(t: TestDb) {
     assert!(t.store.fail(&a.key(), "boom", true).await.is_err());
     assert_eq!(
         t.store.heartbeat(&[a.key()], LEASE).await.unwrap().lost,
-        vec![id]
+        vec![a.key()]
     );
     let now = t.store.get(id).await.unwrap();
     assert_eq!((now.status, now.result), (TaskStatus::Running, None));
@@ -278,7 +279,7 @@ async fn cancel_of_a_running_task_revokes_its_lease(t: TestDb) {
     );
     assert_eq!(
         t.store.heartbeat(&[l.key()], LEASE).await.unwrap().lost,
-        vec![id]
+        vec![l.key()]
     );
     assert!(matches!(
         t.store.complete(&l.key(), serde_json::json!({})).await,
@@ -355,6 +356,28 @@ async fn heartbeat_extends_held_leases_and_reports_lost_ones(t: TestDb) {
     );
 }
 
+async fn same_worker_claiming_a_task_again_keeps_the_new_lease_apart_from_the_old(t: TestDb) {
+    let id = t.store.create(task("again")).await.unwrap().task.id;
+    let old = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    t.clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(t.store.reap_expired().await.unwrap().requeued, vec![id]);
+    t.clock.advance(Duration::from_secs(2));
+    let new = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!((new.task.id, new.task.attempt), (id, 2));
+    // The node still runs the old attempt for a moment: one heartbeat carries both leases.
+    let hb = t
+        .store
+        .heartbeat(&[old.key(), new.key()], LEASE)
+        .await
+        .unwrap();
+    assert_eq!(hb.lost, vec![old.key()]);
+    t.store
+        .complete(&new.key(), serde_json::json!({"attempt": 2}))
+        .await
+        .unwrap();
+    assert_eq!(t.store.get(id).await.unwrap().status, TaskStatus::Completed);
+}
+
 async fn heartbeat_of_held_and_lost_leases_together_reports_only_the_lost(t: TestDb) {
     t.store
         .create_many(vec![task("a"), task("b"), task("c")])
@@ -375,7 +398,7 @@ async fn heartbeat_of_held_and_lost_leases_together_reports_only_the_lost(t: Tes
         .heartbeat(&keys, Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(hb.lost, vec![keys[1].task_id, keys[2].task_id]);
+    assert_eq!(hb.lost, vec![keys[1], keys[2]]);
     // The held one was extended: it can still complete after its first lease ran out.
     t.clock.advance(Duration::from_secs(8));
     t.store

@@ -6,13 +6,9 @@
 mod events;
 mod task;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use rdev_core::{LeaseKey, ProviderRegistry, Store, TaskId};
+use rdev_core::{LeaseKey, ProviderRegistry, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -74,35 +70,17 @@ impl PoolConfig {
     }
 }
 
-/// A running task as the pool sees it.
-#[derive(Debug)]
-struct Running {
-    key: LeaseKey,
-    /// Cancelled when the lease is lost or the task is cancelled: the task must stop and
-    /// must not write.
-    stop: CancellationToken,
-}
-
 /// Claims and runs tasks until `shutdown` fires.
 #[derive(Debug)]
 pub struct WorkerPool {
     deps: WorkerDeps,
     config: PoolConfig,
-    running: Arc<Mutex<HashMap<TaskId, Running>>>,
 }
 
 impl WorkerPool {
     /// A pool over `deps`.
     pub fn new(deps: WorkerDeps, config: PoolConfig) -> Self {
-        Self {
-            deps,
-            config,
-            running: Arc::default(),
-        }
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+        Self { deps, config }
     }
 
     /// Runs until `shutdown` is cancelled, then drains.
@@ -140,21 +118,15 @@ impl WorkerPool {
             };
             let got = claimed.len();
             for lease in claimed {
+                // Cancelled when the lease is lost or the task is cancelled: the attempt
+                // must stop and must not write.
                 let stop = CancellationToken::new();
-                let id = lease.task.id;
-                this.deps.cancels.register(id, stop.clone());
-                this.running().insert(
-                    id,
-                    Running {
-                        key: lease.key(),
-                        stop: stop.clone(),
-                    },
-                );
+                let key = lease.key();
+                this.deps.cancels.register(key, stop.clone());
                 let pool = Arc::clone(&this);
                 tasks.spawn(async move {
                     task::run(&pool.deps, lease, stop).await;
-                    pool.running().remove(&id);
-                    pool.deps.cancels.remove(id);
+                    pool.deps.cancels.remove(&key);
                 });
             }
             if got == 0 || tasks.len() as u32 >= this.config.concurrency {
@@ -172,11 +144,7 @@ impl WorkerPool {
         .await;
         if drained.is_err() {
             // Past the grace period: stop the agents and give the tasks back to the queue.
-            let keys: Vec<(LeaseKey, CancellationToken)> = this
-                .running()
-                .values()
-                .map(|r| (r.key, r.stop.clone()))
-                .collect();
+            let keys: Vec<(LeaseKey, CancellationToken)> = this.deps.cancels.entries();
             for (_, stop) in &keys {
                 stop.cancel();
             }
@@ -196,7 +164,7 @@ impl WorkerPool {
         let _ = heartbeat.await;
         let _ = reaper.await;
         // Workspace deletions and spare refills still running. A refill cut short is swept
-        // by a later one; a deletion cut short leaves its checkout on disk.
+        // by a later one; a deletion cut short is finished by the next start-up sweep.
         if tokio::time::timeout(this.config.grace, this.deps.git.settled())
             .await
             .is_err()
@@ -215,16 +183,15 @@ impl WorkerPool {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let keys: Vec<LeaseKey> = self.running().values().map(|r| r.key).collect();
+            let keys = self.deps.cancels.keys();
             if keys.is_empty() {
                 continue;
             }
             match self.deps.store.heartbeat(&keys, self.config.lease).await {
                 Ok(outcome) => {
-                    for id in outcome.lost {
-                        if let Some(r) = self.running().get(&id) {
-                            tracing::warn!(task_id = %id, "lease lost (cancelled, expired or reaped); stopping the task");
-                            r.stop.cancel();
+                    for key in outcome.lost {
+                        if self.deps.cancels.lease_lost(&key) {
+                            tracing::warn!(task_id = %key.task_id, "lease lost (cancelled, expired or reaped); stopping the attempt");
                         }
                     }
                 }
