@@ -13,10 +13,12 @@ pub mod project;
 pub mod provider;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod secret;
 pub mod secrets;
 pub mod store;
 pub mod task;
+pub mod tokens;
 
 pub use agent::{
     AgentError, AgentEvent, AgentRequest, AgentResult, AgentStatus, Capabilities, CodeAgent,
@@ -31,13 +33,17 @@ pub use queue::{
     ReapReport, RetryPolicy, SystemClock, Wake, WorkQueue, WorkSignal,
 };
 pub use registry::{ProviderRegistry, RegistryError};
+pub use retention::{PruneReport, RetentionStore};
 pub use secret::SecretString;
 pub use secrets::{
     AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
     Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
 };
 pub use store::{
-    callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectStore,
-    Store, StoreError, TaskEvent, TaskFilter, TaskStore,
+    callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectDeletion,
+    ProjectStore, Store, StoreError, TaskEvent, TaskFilter, TaskStore,
 };
 pub use task::{TaskId, TaskStatus, TransitionError, WorkTask};
+pub use tokens::{
+    Action, ApiToken, Forbidden, Grant, Resource, TokenHash, TokenName, TokenScope, TokenStore,
+};

@@ -1,14 +1,14 @@
 //! [`Application`]: builds every piece from a [`Config`] (database, migrations, store,
-//! templates, credential store, agents, worker pool, callback dispatcher, router) and runs
-//! them until a shutdown token fires. Tests call `Application::build` on port 0 with their
-//! own database; `rdev serve` does the same with the user's config.
+//! templates, credential store, agents, worker pool, callback dispatcher, housekeeping,
+//! router) and runs them until a shutdown token fires. Tests call `Application::build` on
+//! port 0 with their own database; `rdev serve` does the same with the user's config.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use rdev_agents::{claude_code::ClaudeCodeAgent, opencode::OpenCodeAgent};
 use rdev_core::{AgentProvider, CodeAgent, ProviderRegistry};
-use rdev_store::{Db, SqlStore, StoreConfig};
+use rdev_store::{Db, SqlStore, SqlTokenStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +18,11 @@ use crate::{
     cancels::TaskCancels,
     config::Config,
     git::GitWorkspaces,
+    housekeeping::{self, Housekeeping, HousekeepingConfig},
     metrics::Metrics,
     secrets::SecretService,
     templates::TemplateRegistry,
+    tokens::{check_exposure, TokenService},
     woodpecker::WoodpeckerClient,
     worker::{PoolConfig, Woodpecker, WorkerDeps, WorkerPool},
 };
@@ -140,6 +142,21 @@ impl Application {
 
     async fn build_node(config: Config, serve_api: bool) -> anyhow::Result<Self> {
         let db = open_database(&config.database_url).await?;
+        let tokens = TokenService::from_config(&config, Arc::new(SqlTokenStore::new(db.clone())));
+        if serve_api {
+            // Before anything else logs, so a refusal is the only line the user sees.
+            let stored = tokens
+                .has_tokens()
+                .await
+                .context("could not read the API tokens")?;
+            check_exposure(&config, stored)?;
+            if tokens.is_open().await? {
+                tracing::warn!(
+                    "no RDEV_API_TOKEN and no API token exist: the API accepts unauthenticated \
+                     requests (create one with `rdev token create NAME --scope admin`)"
+                );
+            }
+        }
         let store = SqlStore::new(db.clone(), StoreConfig::default())
             .await
             .context("could not start the store")?;
@@ -151,11 +168,9 @@ impl Application {
             .verify_key()
             .await
             .context("the master key does not open this database's secrets")?;
+        config.log_startup(secrets.key_source());
         let shutdown = CancellationToken::new();
         let registry = build_registry(&config, &shutdown)?;
-        if config.api_token.is_none() {
-            tracing::warn!("RDEV_API_TOKEN is not set: the API accepts unauthenticated requests");
-        }
         let woodpecker = match &config.woodpecker {
             Some(w) => Some(Woodpecker {
                 client: WoodpeckerClient::new(&w.url, w.token.clone())
@@ -189,6 +204,7 @@ impl Application {
                 outbox_wakeup: Arc::default(),
                 config: Arc::new(config),
                 secrets: Arc::new(secrets),
+                tokens,
             },
             woodpecker,
             shutdown,
@@ -239,8 +255,9 @@ impl Application {
         }
     }
 
-    /// Serves the API, runs the workers and the callback dispatcher until the shutdown
-    /// token is cancelled; then stops claiming, lets running tasks and requests finish
+    /// Serves the API, runs the workers, the callback dispatcher and the housekeeping
+    /// (start-up sweep of crashed runs' leftovers, then kept checkouts, pruning and the
+    /// data directory's size) until the shutdown token is cancelled; then stops claiming, lets running tasks and requests finish
     /// within `shutdown_grace_secs` (handing unfinished tasks back to the queue) and closes
     /// the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -253,8 +270,34 @@ impl Application {
         } = self;
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
         let db = state.db.clone();
+        let housekeeping = Housekeeping::new(
+            HousekeepingConfig::from_config(&state.config),
+            state.git.clone(),
+            Arc::clone(&state.registry),
+            Arc::clone(&state.store),
+            state.metrics.clone(),
+        );
+        // Before the workers start, every checkout on disk is a leftover: no attempt of this
+        // node runs yet. That holds only if no other process uses the data directory.
+        let data_dir = &state.config.data_dir;
+        let data_dir_lock = housekeeping::lock_data_dir(data_dir);
+        let leftovers = match &data_dir_lock {
+            Ok(Some(_)) => Some(housekeeping.find_leftovers().await),
+            Ok(None) => {
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    "another rdev process uses this data directory; what crashed runs left                      there is not swept (give every node its own data_dir)"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(data_dir = %data_dir.display(), error = %e, "could not lock the data directory; nothing swept at start");
+                None
+            }
+        };
         let pool = WorkerPool::new(deps, PoolConfig::from_config(&state.config));
         let workers = tokio::spawn(pool.run(shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping.run(shutdown.clone(), leftovers));
         let dispatcher = Dispatcher::new(
             Arc::clone(&state.store),
             state.secrets.clone(),
@@ -282,6 +325,8 @@ impl Application {
         }
         let _ = workers.await;
         let _ = dispatch.await;
+        let _ = housekeeping.await;
+        drop(data_dir_lock);
         db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -8,11 +8,13 @@ pub mod callbacks;
 pub mod cancels;
 pub mod config;
 pub mod git;
+pub mod housekeeping;
 pub mod metrics;
 pub mod projects;
 pub mod secrets;
 pub mod telemetry;
 pub mod templates;
+pub mod tokens;
 pub mod woodpecker;
 pub mod worker;
 
