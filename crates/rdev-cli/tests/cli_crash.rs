@@ -105,27 +105,26 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
     let got = receiver
         .wait_for_accepted(1, Duration::from_secs(150))
         .await;
-    let task: Value = c
-        .get(format!("{}/tasks/{id}", second.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task_of = |url: String| {
+        let c = c.clone();
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let url = format!("{}/tasks/{id}", second.url);
+    let task = task_of(url.clone()).await;
     assert_eq!(got.len(), 1, "callback delivered: {task}");
     assert_eq!(got[0].json()["status"], "completed", "{task}");
     // Once the outbox row records the delivery it is never sent again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let task: Value = c
-            .get(format!("{}/tasks/{id}", second.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let task = task_of(url.clone()).await;
         if task["callbacks"][0]["delivered_at"].is_string() {
             break;
         }
