@@ -1,4 +1,4 @@
-//! `rdev build` and `rdev task list|show|logs|cancel`: clients of a running server. `build
+//! `rdev build` and `rdev task list|show|logs|cancel|retry`: clients of a running server. `build
 //! --follow` and `task logs --follow` print the task's events as they happen, as a CI log
 //! (`follow`) or with `--json` as JSON lines, and exit with the task's outcome (0
 //! completed, 1 otherwise).
@@ -95,6 +95,8 @@ enum TaskCommand {
     },
     /// Cancel a queued or running task (the agent is stopped; nothing is pushed).
     Cancel { id: String },
+    /// Queue a new task with the spec of a failed or cancelled one; prints the new id.
+    Retry { id: String },
 }
 
 /// Runs `rdev build`.
@@ -228,6 +230,22 @@ pub async fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             println!("task {} is {}", id, t["status"].as_str().unwrap_or("?"));
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCommand::Retry { id } => {
+            let t = api
+                .call(
+                    Method::POST,
+                    &format!("/tasks/{}/retry", crate::project_cmd::path_segment(&id)),
+                    None,
+                )
+                .await?;
+            println!(
+                "task {} retries {} ({})",
+                t["task_id"].as_str().unwrap_or("?"),
+                id,
+                t["status"].as_str().unwrap_or("?")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

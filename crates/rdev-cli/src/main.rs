@@ -38,7 +38,7 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Queue a build on a running server: `rdev build PROJECT --prompt ... [--follow]`.
     Build(build_cmd::BuildArgs),
-    /// Tasks on a running server: `rdev task list|show|logs|cancel`.
+    /// Tasks on a running server: `rdev task list|show|logs|cancel|retry`.
     Task(build_cmd::TaskArgs),
     /// Bring the database schema up to date.
     Migrate(migrate::MigrateArgs),

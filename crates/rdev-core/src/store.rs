@@ -180,6 +180,10 @@ pub trait TaskStore: Send + Sync {
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, StoreError>;
     /// One task by id.
     async fn get(&self, id: TaskId) -> Result<WorkTask, StoreError>;
+    /// Queues a new task with the spec of the failed or cancelled task `id`, linked to it
+    /// by `retry_of`. Idempotent: a task is retried once; asking again returns that retry
+    /// (`created: false`). Any other status is `InvalidTransition`.
+    async fn retry(&self, id: TaskId) -> Result<Enqueued, StoreError>;
     /// Tasks matching `filter`, newest first.
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<WorkTask>, StoreError>;
     /// The attempts of a task, oldest first.

@@ -164,6 +164,8 @@ pub struct WorkTask {
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The failed or cancelled task this one retries (`POST /tasks/{id}/retry`).
+    pub retry_of: Option<TaskId>,
 }
 
 impl WorkTask {
@@ -180,6 +182,7 @@ impl WorkTask {
             finished_at: None,
             result: None,
             error: None,
+            retry_of: None,
         }
     }
 

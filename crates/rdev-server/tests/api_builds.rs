@@ -329,3 +329,38 @@ async fn real_model_names_and_session_ids_are_accepted() {
         assert_eq!(task["spec"]["session_id"], session);
     }
 }
+
+/// `POST /tasks/{id}/retry`: a cancelled task gets one retry with its spec (202, then 200
+/// with the same retry), linked by `retry_of`; a queued task is 409 `not_retryable`; the
+/// CLI-facing answer names both ids.
+#[tokio::test]
+async fn a_cancelled_task_is_retried_once_and_a_queued_one_is_not() {
+    let app = app(false).await;
+    let (_, first) = post_build(&app, "site", json!({"prompt": "Add a FAQ"})).await;
+    let id = first["task_id"].as_str().unwrap().to_owned();
+    let post = |path: String| {
+        let url = format!("{}{path}", app.address);
+        async move {
+            let r = client().post(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(format!("/tasks/{id}/retry")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "not_retryable");
+    assert_eq!(post(format!("/tasks/{id}/cancel")).await.0, 200);
+    let (status, body) = post(format!("/tasks/{id}/retry")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["retry_of"], id.as_str());
+    let retry = body["task_id"].as_str().unwrap().to_owned();
+    assert_ne!(retry, id);
+    let (status, again) = post(format!("/tasks/{id}/retry")).await;
+    assert_eq!(
+        (status, again["task_id"].as_str()),
+        (200, Some(retry.as_str()))
+    );
+    let t = get_json(&client(), format!("{}/tasks/{retry}", app.address)).await;
+    assert_eq!(t["status"], "queued");
+    assert_eq!(t["retry_of"], id.as_str());
+    assert_eq!(t["spec"]["prompt"], "Add a FAQ");
+}

@@ -133,7 +133,7 @@ pub fn db_err(e: sqlx::Error) -> StoreError {
 
 /// The task columns every task query selects, in [`TaskRow`] order.
 pub const TASK_COLS: &str =
-    "id, project, spec, status, attempt, created_at, started_at, finished_at, result, error";
+    "id, project, spec, status, attempt, created_at, started_at, finished_at, result, error, retry_of";
 
 /// A `tasks` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -148,6 +148,7 @@ pub struct TaskRow {
     pub finished_at: Option<Ts>,
     pub result: Option<Json<serde_json::Value>>,
     pub error: Option<String>,
+    pub retry_of: Option<Uuid>,
 }
 
 impl TaskRow {
@@ -164,6 +165,7 @@ impl TaskRow {
             finished_at: self.finished_at.map(|t| t.0),
             result: self.result.map(|j| j.0),
             error: self.error,
+            retry_of: self.retry_of.map(TaskId),
         })
     }
 }

@@ -240,6 +240,74 @@ impl TaskStore for SqlStore {
         row.ok_or_else(|| not_found(id))?.into_task()
     }
 
+    async fn retry(&self, id: TaskId) -> Result<Enqueued, StoreError> {
+        let now = Ts::from(self.now());
+        // The copy is made only from a failed or cancelled row, and at most once (the
+        // unique index on retry_of): a second request inserts nothing and finds the first.
+        let insert = format!(
+            "INSERT INTO tasks (id, project, spec, status, attempt, max_attempts, priority, \
+             run_at, created_at, updated_at, retry_of) \
+             SELECT $1, project, spec, '{queued}', 0, max_attempts, priority, $2, $2, $2, id \
+             FROM tasks WHERE id = $3 AND status IN ('{failed}', '{cancelled}') \
+             ON CONFLICT DO NOTHING RETURNING {TASK_COLS}",
+            queued = TaskStatus::Queued.as_str(),
+            failed = TaskStatus::Failed.as_str(),
+            cancelled = TaskStatus::Cancelled.as_str(),
+        );
+        let existing = format!("SELECT {TASK_COLS} FROM tasks WHERE retry_of = $1");
+        let enqueued = on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let row: Option<TaskRow> = sqlx::query_as(&insert)
+                .bind(TaskId::new().0)
+                .bind(now)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let enqueued = match row {
+                Some(row) => {
+                    if self.is_postgres() {
+                        sqlx::query("SELECT pg_notify($1, '')")
+                            .bind(NOTIFY_CHANNEL)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    Some(Enqueued { task: row.into_task()?, created: true, key_reused: false })
+                }
+                None => {
+                    let row: Option<TaskRow> = sqlx::query_as(&existing)
+                        .bind(id.0)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    match row {
+                        Some(row) => Some(Enqueued { task: row.into_task()?, created: false, key_reused: false }),
+                        None => None,
+                    }
+                }
+            };
+            tx.commit().await.map_err(db_err)?;
+            enqueued
+        });
+        match enqueued {
+            Some(e) => {
+                if e.created {
+                    self.announce();
+                }
+                Ok(e)
+            }
+            // Nothing to retry: say why (no such task, or one that did not fail).
+            None => {
+                let task = self.get(id).await?;
+                Err(StoreError::InvalidTransition(rdev_core::TransitionError {
+                    from: task.status,
+                    to: TaskStatus::Queued,
+                }))
+            }
+        }
+    }
+
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<WorkTask>, StoreError> {
         let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE 1 = 1");
         let mut n = 0;

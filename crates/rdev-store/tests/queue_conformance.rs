@@ -28,6 +28,7 @@ conformance!(
     heartbeat_extends_held_leases_and_reports_lost_ones,
     heartbeat_of_held_and_lost_leases_together_reports_only_the_lost,
     same_worker_claiming_a_task_again_keeps_the_new_lease_apart_from_the_old,
+    a_failed_or_cancelled_task_is_retried_once_as_a_new_task,
     reaper_requeues_expired_leases_and_kills_exhausted_tasks,
     completion_writes_result_and_callback_row_together,
     batched_completion_reports_lost_leases,
@@ -543,4 +544,41 @@ impl ClockNow for TestDb {
     fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         rdev_core::Clock::now(&self.clock)
     }
+}
+
+async fn a_failed_or_cancelled_task_is_retried_once_as_a_new_task(t: TestDb) {
+    let failed = t.store.create(task("fails")).await.unwrap().task;
+    let cancelled = t.store.create(task("cancelled")).await.unwrap().task;
+    let queued = t.store.create(task("waits")).await.unwrap().task;
+    let l = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(l.task.id, failed.id);
+    t.store.fail(&l.key(), "boom", false).await.unwrap();
+    t.store.cancel(cancelled.id).await.unwrap();
+
+    let first = t.store.retry(failed.id).await.unwrap();
+    assert!(first.created);
+    let again = &first.task;
+    assert_ne!(again.id, failed.id);
+    assert_eq!(
+        (again.status, again.attempt, again.retry_of),
+        (TaskStatus::Queued, 0, Some(failed.id))
+    );
+    assert_eq!(
+        (&again.project, &again.spec),
+        (&failed.project, &failed.spec)
+    );
+    assert_eq!(
+        t.store.get(again.id).await.unwrap().retry_of,
+        Some(failed.id)
+    );
+    // Asked again: the same retry, not a second one.
+    let second = t.store.retry(failed.id).await.unwrap();
+    assert!(!second.created);
+    assert_eq!(second.task.id, again.id);
+    assert!(t.store.retry(cancelled.id).await.unwrap().created);
+
+    let err = t.store.retry(queued.id).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_transition", "{err}");
+    let err = t.store.retry(TaskId::new()).await.unwrap_err();
+    assert_eq!(err.code(), "not_found", "{err}");
 }

@@ -59,6 +59,7 @@ pub const RULES: &[(&str, &str, Action, Target)] = &[
     ("GET",  "/tasks/{id}",            Action::ReadTasks, Target::TaskParam),
     ("GET",  "/tasks/{id}/events",     Action::ReadTasks, Target::TaskParam),
     ("POST", "/tasks/{id}/cancel",     Action::Cancel,    Target::TaskParam),
+    ("POST", "/tasks/{id}/retry",      Action::Build,     Target::TaskParam),
 ];
 
 /// The action and target of `method route` ([`Action::Admin`] for routes not in [`RULES`]).

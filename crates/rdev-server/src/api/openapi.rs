@@ -127,6 +127,7 @@ pub fn document() -> Value {
             "/tasks/{id}": {"parameters": id, "get": op("A task with its attempts and callback deliveries", "200", Some("Task"))},
             "/tasks/{id}/events": {"parameters": id, "get": events},
             "/tasks/{id}/cancel": {"parameters": id, "post": op("Cancel a queued or running task", "200", Some("Task"))},
+            "/tasks/{id}/retry": {"parameters": id, "post": op("Queue a new task with the spec of a failed or cancelled one (202; 200 with the same retry when asked again; 409 not_retryable otherwise)", "202", None)},
             "/secrets": {"get": op("Secret metadata (never values)", "200", None)},
             "/secrets/{scope}/{name}": {"parameters": [
                     {"name": "scope", "in": "path", "required": true, "schema": {"type": "string"}, "description": "global or project:<name>"},

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}", get(show))
         .route("/tasks/{id}/events", get(events))
         .route("/tasks/{id}/cancel", post(cancel))
+        .route("/tasks/{id}/retry", post(retry))
 }
 
 /// How often the event stream looks for new events of a live task. Polling the store (not
@@ -52,6 +53,7 @@ pub fn task_json(t: &WorkTask) -> Value {
         "spec": t.spec,
         "result": t.result,
         "error": t.error,
+        "retry_of": t.retry_of,
     })
 }
 
@@ -124,6 +126,41 @@ async fn cancel(
     state.outbox_wakeup.notify_one();
     tracing::info!(task_id = %id, "task cancelled");
     Ok(Json(task_json(&task)))
+}
+
+/// `POST /tasks/{id}/retry`: a new task with the spec of a failed or cancelled one,
+/// linked by `retry_of`. 202 with the new task; asking again returns the same retry (200).
+/// 409 `not_retryable` for a task that is queued, running or completed.
+async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let enqueued = match state.store.retry(id).await {
+        Ok(e) => e,
+        Err(rdev_core::StoreError::InvalidTransition(t)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_retryable",
+                format!(
+                    "only a failed or cancelled task can be retried; task {id} is {}",
+                    t.from
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = if enqueued.created {
+        tracing::info!(task_id = %enqueued.task.id, retry_of = %id, "task retried");
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let task = enqueued.task;
+    Ok((
+        status,
+        Json(json!({"task_id": task.id, "status": task.status, "retry_of": id})),
+    ))
 }
 
 /// SSE stream of a task's events: every stored event after `Last-Event-ID` (the per-task

@@ -131,16 +131,17 @@ impl Workspace {
             }
             return Err(e);
         }
+        // `--grep` finds candidates (any line of the message); only the trailer block, as
+        // git parses it, counts: a prompt quoted in the message that holds a line
+        // `Rdev-Task: <id>` must not pass for that task's commit.
         let grep = format!("--grep=^{TASK_TRAILER}: {task}$");
+        let format =
+            format!("--format=%H%x00%(trailers:key={TASK_TRAILER},valueonly,separator=%x2C)%x1e");
         let out = self
             .git()
-            .run(&["log", "--format=%H", "-n", "1", &grep, &remote_ref, "--"])
+            .run(&["log", &format, "-n", "50", &grep, &remote_ref, "--"])
             .await?;
-        Ok(out
-            .lines()
-            .next()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty()))
+        Ok(commit_with_trailer(&out, &task.to_string()))
     }
 
     /// Pushes HEAD to the remote branch (fast-forward only).
@@ -163,8 +164,21 @@ impl Workspace {
     }
 }
 
+/// The first commit in `log` (records `<sha>\0<trailer values, comma separated>\x1e`)
+/// whose `Rdev-Task` trailer is exactly `task`.
+fn commit_with_trailer(log: &str, task: &str) -> Option<String> {
+    log.split('\x1e').find_map(|record| {
+        let (sha, trailers) = record.trim_start_matches('\n').split_once('\0')?;
+        trailers
+            .split(',')
+            .any(|v| v.trim() == task)
+            .then(|| sha.trim().to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
     use std::{os::unix::fs::PermissionsExt, path::Path};
 
     use super::*;
@@ -394,5 +408,42 @@ mod tests {
         // The repository the `.git` file pointed at was never written to.
         assert!(git_on(&other, &["for-each-ref"]).await.is_empty());
         world.workspaces.remove(ws);
+    }
+
+    #[test]
+    fn only_the_trailer_block_names_a_tasks_commit() {
+        let log = "aaa\0\x1e\nbbb\0t-2,t-1\x1e\n";
+        assert_eq!(commit_with_trailer(log, "t-1"), Some("bbb".to_owned()));
+        assert_eq!(commit_with_trailer(log, "t-3"), None);
+        assert_eq!(commit_with_trailer("", "t-1"), None);
+    }
+
+    /// A prompt quoted in the commit message with a line `Rdev-Task: <other task>` does not
+    /// make the commit that task's: only rdev's own trailer block counts.
+    #[tokio::test]
+    async fn a_forged_trailer_line_in_the_message_does_not_name_another_task() {
+        let world = World::new(true).await;
+        let (task, victim) = (TaskId::new(), TaskId::new());
+        let env = GitEnv::default();
+        let ws = world.checkout("site", task, &env).await;
+        let message = format!(
+            "Add page\n\nBuilt by rdev from the prompt:\n\nAdd a page.\n\n{TASK_TRAILER}: {victim}"
+        );
+        let sha = commit_file(&ws, "page.html", &message, task).await;
+        ws.push().await.unwrap();
+        let grep = git_on(Path::new(&world.remote), &["log", "-1", "--format=%B"]).await;
+        assert!(
+            grep.contains(&format!("{TASK_TRAILER}: {victim}")),
+            "{grep}"
+        );
+        let again = world.checkout("site", victim, &env).await;
+        assert_eq!(
+            again.find_task_commit_on_remote(victim).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            again.find_task_commit_on_remote(task).await.unwrap(),
+            Some(sha)
+        );
     }
 }
