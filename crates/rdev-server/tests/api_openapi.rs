@@ -13,7 +13,7 @@ async fn every_documented_route_exists() {
     let doc = get_json(&c, format!("{}/openapi.json", app.address)).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 17);
+    assert_eq!(paths.len(), 18);
     let mut checked = 0;
     for (path, item) in paths {
         let concrete = path
