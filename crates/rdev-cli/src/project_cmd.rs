@@ -38,6 +38,13 @@ enum ProjectCommand {
         deploy_url_pattern: Option<String>,
         #[arg(long)]
         provider: Option<String>,
+        /// What a secret found in a build's commits does: block (default) or warn.
+        #[arg(long, value_parser = ["block", "warn"])]
+        push_protection: Option<String>,
+        /// A path pattern of known test fixtures whose credential-shaped strings are not
+        /// findings (e.g. 'tests/fixtures/', '*.pem'); repeatable.
+        #[arg(long = "push-protection-allow", value_name = "PATTERN")]
+        push_protection_allow: Vec<String>,
     },
     /// List projects.
     List {
@@ -64,6 +71,8 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
             woodpecker_repo_id,
             deploy_url_pattern,
             provider,
+            push_protection,
+            push_protection_allow,
         } => {
             let mut body = Map::new();
             body.insert("name".into(), json!(name));
@@ -74,6 +83,11 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
                 ("woodpecker_repo_id", woodpecker_repo_id.map(Value::from)),
                 ("deploy_url_pattern", deploy_url_pattern.map(Value::from)),
                 ("provider", provider.map(Value::from)),
+                ("push_protection", push_protection.map(Value::from)),
+                (
+                    "push_protection_allow",
+                    (!push_protection_allow.is_empty()).then(|| json!(push_protection_allow)),
+                ),
             ] {
                 if let Some(v) = v {
                     body.insert(k.into(), v);

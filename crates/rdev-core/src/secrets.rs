@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use self::redact::{Redactor, REDACTED};
+pub use self::redact::{Encoding, KnownMatch, Redactor, REDACTED};
 use crate::{ProjectName, StoreError, ValidationError};
 
 /// Where a secret lives: shared by every project, or private to one.

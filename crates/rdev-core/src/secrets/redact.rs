@@ -4,8 +4,11 @@
 //! value sits inside a longer base64 blob), percent-encoding (every non-alphanumeric byte,
 //! RFC 3986 unreserved kept, `application/x-www-form-urlencoded`; upper and lower hex) and
 //! JSON string escaping. It is pure: no I/O, no logging, and its `Debug` never shows a value.
+//! The same automaton finds values too ([`Redactor::find_iter`]): push protection scans a
+//! commit's bytes with it and reports which value (by its label, never the value) appeared
+//! in which [`Encoding`].
 
-use std::{borrow::Cow, collections::BTreeSet, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt, ops::Range, sync::Arc};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::{
@@ -35,11 +38,62 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
 /// too likely to occur by chance. Whole encoded forms are always redacted.
 const MIN_FRAGMENT: usize = 8;
 
+/// How a known value was written where it was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The value as it is.
+    Plain,
+    /// Standard or URL-safe base64, padded or not.
+    Base64,
+    /// The part of its base64 that stays the same inside a longer base64 blob.
+    Base64Fragment,
+    /// Percent-encoded (any of the URL and form encodings).
+    PercentEncoded,
+    /// Escaped as inside a JSON string.
+    JsonEscaped,
+}
+
+impl Encoding {
+    /// A stable name (`plain`, `base64`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Base64 => "base64",
+            Self::Base64Fragment => "base64_fragment",
+            Self::PercentEncoded => "percent_encoded",
+            Self::JsonEscaped => "json_escaped",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One occurrence of a known value, found by [`Redactor::find_iter`]: where it is, the
+/// label it was given (a variable or setting name, never the value) and its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMatch<'a> {
+    pub range: Range<usize>,
+    pub label: Option<&'a str>,
+    pub encoding: Encoding,
+}
+
+/// Which value (index into the labels) and which encoding one pattern stands for.
+type Origin = (usize, Encoding);
+
 /// Replaces known secret values (and their encodings) with [`REDACTED`].
 #[derive(Clone, Default)]
 pub struct Redactor {
     matcher: Option<AhoCorasick>,
     patterns: usize,
+    /// Per pattern id of `matcher`.
+    origins: Arc<[Origin]>,
+    /// Per value; `None` for values given without a label ([`Redactor::new`]).
+    labels: Arc<[Option<String>]>,
 }
 
 impl fmt::Debug for Redactor {
@@ -57,14 +111,37 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut patterns = BTreeSet::new();
-        for v in values {
+        Self::build(values.into_iter().map(|v| (None, v)))
+    }
+
+    /// A redactor for `(label, value)` pairs; [`Redactor::find_iter`] names the label of
+    /// each value it finds. Empty values are ignored. Where two values share a form, the
+    /// first one's label is reported.
+    pub fn labelled<I, L, S>(values: I) -> Self
+    where
+        I: IntoIterator<Item = (L, S)>,
+        L: Into<String>,
+        S: AsRef<str>,
+    {
+        Self::build(values.into_iter().map(|(l, v)| (Some(l.into()), v)))
+    }
+
+    fn build<S: AsRef<str>>(values: impl Iterator<Item = (Option<String>, S)>) -> Self {
+        let mut patterns: BTreeMap<String, Origin> = BTreeMap::new();
+        let mut labels = Vec::new();
+        for (label, v) in values {
             let v = v.as_ref();
-            if !v.is_empty() {
-                forms(v, &mut patterns);
+            if v.is_empty() {
+                continue;
+            }
+            let index = labels.len();
+            labels.push(label);
+            for (form, encoding) in forms(v) {
+                if !form.is_empty() {
+                    patterns.entry(form).or_insert((index, encoding));
+                }
             }
         }
-        patterns.retain(|p| !p.is_empty());
         if patterns.is_empty() {
             return Self::default();
         }
@@ -72,12 +149,30 @@ impl Redactor {
         // encoding goes, so no tail of it is left behind.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(&patterns)
+            .build(patterns.keys())
             .expect("literal patterns of bounded size always build");
         Self {
             patterns: patterns.len(),
             matcher: Some(matcher),
+            origins: patterns.into_values().collect(),
+            labels: labels.into(),
         }
+    }
+
+    /// Every non-overlapping occurrence of a known value (in any form) in `haystack`,
+    /// leftmost-longest, as [`Redactor::redact`] would replace them.
+    pub fn find_iter<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = KnownMatch<'a>> {
+        self.matcher
+            .iter()
+            .flat_map(move |m| m.find_iter(haystack))
+            .map(move |hit| {
+                let (value, encoding) = self.origins[hit.pattern().as_usize()];
+                KnownMatch {
+                    range: hit.range(),
+                    label: self.labels[value].as_deref(),
+                    encoding,
+                }
+            })
     }
 
     /// Whether this redactor knows no value (and so changes nothing).
@@ -147,35 +242,37 @@ impl Redactor {
     }
 }
 
-/// Adds every form of `v` that can show up in text.
-fn forms(v: &str, out: &mut BTreeSet<String>) {
-    out.insert(v.to_owned());
+/// Every form of `v` that can show up in text, the value itself first (so a form that
+/// equals the value, as percent-encoding does for plain letters, counts as plain).
+fn forms(v: &str) -> Vec<(String, Encoding)> {
+    let mut out = vec![(v.to_owned(), Encoding::Plain)];
     let bytes = v.as_bytes();
     for engine in [&STANDARD, &URL_SAFE] {
-        out.insert(engine.encode(bytes));
+        out.push((engine.encode(bytes), Encoding::Base64));
     }
     for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        out.insert(engine.encode(bytes));
+        out.push((engine.encode(bytes), Encoding::Base64));
         // Inside a longer blob the value starts at byte offset 0, 1 or 2 of a 3-byte group;
         // the characters that encode only the value's bits are the same for each offset.
         for offset in 0..3 {
             let fragment = stable_fragment(engine, bytes, offset);
             if fragment.len() >= MIN_FRAGMENT {
-                out.insert(fragment);
+                out.push((fragment, Encoding::Base64Fragment));
             }
         }
     }
     for set in [NON_ALPHANUMERIC, COMPONENT] {
         let encoded = utf8_percent_encode(v, set).to_string();
-        out.insert(lower_hex(&encoded));
-        out.insert(encoded);
+        out.push((lower_hex(&encoded), Encoding::PercentEncoded));
+        out.push((encoded, Encoding::PercentEncoded));
     }
     let form = utf8_percent_encode(v, FORM).to_string().replace("%20", "+");
-    out.insert(lower_hex(&form));
-    out.insert(form);
+    out.push((lower_hex(&form), Encoding::PercentEncoded));
+    out.push((form, Encoding::PercentEncoded));
     if let Ok(json) = serde_json::to_string(v) {
-        out.insert(json[1..json.len() - 1].to_owned());
+        out.push((json[1..json.len() - 1].to_owned(), Encoding::JsonEscaped));
     }
+    out
 }
 
 /// The base64 characters that depend only on `v` when it follows `offset` other bytes.
@@ -309,6 +406,65 @@ mod tests {
             matches!(&hit, Cow::Owned(s) if s == "a [redacted] b [redacted]"),
             "{hit}"
         );
+    }
+
+    #[test]
+    fn find_iter_names_the_label_and_the_encoding_of_every_form() {
+        let r = Redactor::labelled([("DEPLOY_TOKEN", TOKEN), ("OTHER", "another-value-42")]);
+        let percent = utf8_percent_encode(TOKEN, NON_ALPHANUMERIC).to_string();
+        let json_escaped = "a\"quote\\and\nnewline";
+        let r2 = Redactor::labelled([("JSONY", json_escaped)]);
+        let cases = [
+            (TOKEN.to_owned(), Encoding::Plain),
+            (STANDARD.encode(TOKEN), Encoding::Base64),
+            (URL_SAFE_NO_PAD.encode(TOKEN), Encoding::Base64),
+            (lower_hex(&percent), Encoding::PercentEncoded),
+            (percent, Encoding::PercentEncoded),
+            (
+                "ghp_S3cr3t%2FTok%2Ben%3Dwith+spaces%26more".to_owned(),
+                Encoding::PercentEncoded,
+            ),
+        ];
+        for (form, encoding) in cases {
+            let text = format!("x = {form};");
+            let found: Vec<_> = r.find_iter(text.as_bytes()).collect();
+            assert_eq!(found.len(), 1, "{form:?}");
+            assert_eq!(found[0].label, Some("DEPLOY_TOKEN"), "{form:?}");
+            assert_eq!(found[0].encoding, encoding, "{form:?}");
+            assert_eq!(&text[found[0].range.clone()], form, "{form:?}");
+        }
+        // Inside a longer base64 blob only the stable middle is there to find.
+        let blob = STANDARD.encode(format!("ab{TOKEN}tail"));
+        let found: Vec<_> = r.find_iter(blob.as_bytes()).collect();
+        assert_eq!(found.len(), 1, "{blob}");
+        assert_eq!(found[0].encoding, Encoding::Base64Fragment);
+        // JSON escaping.
+        let text = json!({"k": json_escaped}).to_string();
+        let found: Vec<_> = r2.find_iter(text.as_bytes()).collect();
+        assert_eq!(found.len(), 1, "{text}");
+        assert_eq!(found[0].encoding, Encoding::JsonEscaped);
+        assert_eq!(found[0].label, Some("JSONY"));
+        // Several values, found in order; unlabelled values have no label; bytes that are
+        // not UTF-8 around a value do not hide it.
+        let mut bytes = b"\xff\x00 another-value-42 \xfe ".to_vec();
+        bytes.extend_from_slice(TOKEN.as_bytes());
+        let labels: Vec<_> = r.find_iter(&bytes).map(|m| m.label).collect();
+        assert_eq!(labels, [Some("OTHER"), Some("DEPLOY_TOKEN")]);
+        let plain = Redactor::new([TOKEN]);
+        assert_eq!(
+            plain.find_iter(TOKEN.as_bytes()).next().unwrap().label,
+            None
+        );
+        assert_eq!(Redactor::default().find_iter(b"anything").count(), 0);
+    }
+
+    #[test]
+    fn a_form_equal_to_the_value_counts_as_plain() {
+        // Letters and digits percent-encode and JSON-escape to themselves.
+        let r = Redactor::labelled([("T", "abcDEF123456")]);
+        let m = r.find_iter(b"abcDEF123456").next().unwrap();
+        assert_eq!(m.encoding, Encoding::Plain);
+        assert_eq!(Encoding::Base64Fragment.to_string(), "base64_fragment");
     }
 
     proptest! {

@@ -3,7 +3,8 @@
 //! audited on every read. It is created with the project and shown once. The name is
 //! reserved: `/secrets` and `rdev secret` neither list, set nor delete it and no secret plan
 //! may inject it, so this module (`POST /projects` and `POST /projects/{name}/webhook-secret`)
-//! is the only writer and the dispatcher the only reader.
+//! is the only writer, and the dispatcher (to sign) and push protection (to make sure no
+//! commit carries it, [`read_signing_secret`]) the only readers.
 
 use async_trait::async_trait;
 pub use rdev_core::secrets::WEBHOOK_SECRET_NAME;
@@ -33,21 +34,33 @@ pub async fn rotate_signing_secret(
     Ok(secret)
 }
 
+/// `project`'s signing secret, if it has one, read (and audited) as `actor` for `purpose`.
+pub async fn read_signing_secret(
+    secrets: &SecretService,
+    project: &ProjectName,
+    actor: &str,
+    purpose: &str,
+) -> Result<Option<SecretString>, SecretError> {
+    match secrets
+        .read(
+            &SecretScope::Project(project.clone()),
+            &SecretName::webhook_secret(),
+            actor,
+            purpose,
+        )
+        .await
+    {
+        Ok((_, value)) => Ok(Some(value)),
+        Err(SecretError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[async_trait]
 impl SigningKeys for SecretService {
     async fn signing_secret(&self, project: &ProjectName) -> Result<Option<SecretString>, String> {
-        match self
-            .read(
-                &SecretScope::Project(project.clone()),
-                &SecretName::webhook_secret(),
-                "callback-dispatcher",
-                "callback",
-            )
+        read_signing_secret(self, project, "callback-dispatcher", "callback")
             .await
-        {
-            Ok((_, value)) => Ok(Some(value)),
-            Err(SecretError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
+            .map_err(|e| e.to_string())
     }
 }

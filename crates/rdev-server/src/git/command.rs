@@ -221,7 +221,21 @@ impl<'a> Git<'a> {
         self.run_with(args, Some(input)).await
     }
 
+    /// [`Git::run_with_input`] for output that need not be text (object contents).
+    pub(crate) async fn run_bytes_with_input(
+        &self,
+        args: &[&str],
+        input: &[u8],
+    ) -> Result<Vec<u8>, GitError> {
+        self.run_raw(args, Some(input)).await
+    }
+
     async fn run_with(&self, args: &[&str], input: Option<&[u8]>) -> Result<String, GitError> {
+        let out = self.run_raw(args, input).await?;
+        String::from_utf8(out).map_err(|e| GitError::Parse(e.to_string()))
+    }
+
+    async fn run_raw(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
         let home = ScratchHome::new()?;
         let mut cmd = self.command(args, &home.0);
         cmd.stdin(if input.is_some() {
@@ -235,14 +249,26 @@ impl<'a> Git<'a> {
         let spawn_error = |e: std::io::Error| GitError::Spawn(e.to_string());
         let run = async {
             let mut child = cmd.spawn().map_err(spawn_error)?;
-            if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-                stdin.write_all(input).await.map_err(spawn_error)?;
-            }
-            child.wait_with_output().await.map_err(spawn_error)
+            let stdin = child.stdin.take();
+            // Written while the output is read: a command that answers as it reads (`cat-file
+            // --batch`) would otherwise fill its output pipe and stop reading its input.
+            let write = async move {
+                if let (Some(input), Some(mut stdin)) = (input, stdin) {
+                    stdin.write_all(input).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let (written, out) = tokio::join!(write, child.wait_with_output());
+            Ok::<_, GitError>((written, out.map_err(spawn_error)?))
         };
-        let out = tokio::time::timeout(GIT_TIMEOUT, run)
+        let (written, out) = tokio::time::timeout(GIT_TIMEOUT, run)
             .await
             .map_err(|_| GitError::Timeout(GIT_TIMEOUT, args.join(" ")))??;
+        // A command that failed may have stopped reading: its status says more than the
+        // broken pipe does.
+        if out.status.success() {
+            written.map_err(spawn_error)?;
+        }
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(GitError::Failed {
@@ -251,7 +277,7 @@ impl<'a> Git<'a> {
                 stderr: stderr.trim().chars().take(STDERR_SNIPPET).collect(),
             });
         }
-        String::from_utf8(out.stdout).map_err(|e| GitError::Parse(e.to_string()))
+        Ok(out.stdout)
     }
 }
 

@@ -12,16 +12,16 @@ use super::{
 };
 
 /// A bare remote on `main` and [`GitWorkspaces`] over `root`, in a temporary directory.
-pub(super) struct World {
-    pub(super) tmp: tempfile::TempDir,
-    pub(super) remote: String,
-    pub(super) root: PathBuf,
-    pub(super) workspaces: GitWorkspaces,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) remote: String,
+    pub(crate) root: PathBuf,
+    pub(crate) workspaces: GitWorkspaces,
 }
 
 impl World {
     /// The remote holds one commit (`README.md`) when `with_commit`, none otherwise.
-    pub(super) async fn new(with_commit: bool) -> Self {
+    pub(crate) async fn new(with_commit: bool) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let remote = bare_repo(tmp.path(), with_commit).await;
         let root = tmp.path().join("git");
@@ -35,12 +35,12 @@ impl World {
     }
 
     /// The commit the remote's `main` points at.
-    pub(super) async fn remote_head(&self) -> String {
+    pub(crate) async fn remote_head(&self) -> String {
         rev(Path::new(&self.remote), "refs/heads/main").await
     }
 
     /// A checkout of the remote's `main` for `task` of `project`.
-    pub(super) async fn checkout(&self, project: &str, task: TaskId, env: &GitEnv) -> Workspace {
+    pub(crate) async fn checkout(&self, project: &str, task: TaskId, env: &GitEnv) -> Workspace {
         let project = ProjectName::parse(project).unwrap();
         self.workspaces
             .prepare(&project, &self.remote, "main", task, env)
@@ -49,8 +49,17 @@ impl World {
     }
 }
 
+/// Commits everything in `ws` as `message` and returns the commit; panics when nothing
+/// changed.
+pub(crate) async fn commit(ws: &Workspace, message: &str) -> String {
+    ws.commit_all(message, None, &Author::default())
+        .await
+        .unwrap()
+        .expect("a change to commit")
+}
+
 /// Runs `git <args>` on the (bare or separate) git directory `git_dir`; panics on failure.
-pub(super) async fn git_on(git_dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn git_on(git_dir: &Path, args: &[&str]) -> String {
     Git::new(Repo::Bare(git_dir), &GitEnv::default())
         .run(args)
         .await
@@ -58,7 +67,7 @@ pub(super) async fn git_on(git_dir: &Path, args: &[&str]) -> String {
 }
 
 /// The commit `what` names in `git_dir`.
-pub(super) async fn rev(git_dir: &Path, what: &str) -> String {
+pub(crate) async fn rev(git_dir: &Path, what: &str) -> String {
     git_on(git_dir, &["rev-parse", what])
         .await
         .trim()
@@ -67,7 +76,7 @@ pub(super) async fn rev(git_dir: &Path, what: &str) -> String {
 
 /// A bare repository `dir/remote.git` on `main`, holding one commit with `README.md` when
 /// `with_commit`.
-pub(super) async fn bare_repo(dir: &Path, with_commit: bool) -> String {
+pub(crate) async fn bare_repo(dir: &Path, with_commit: bool) -> String {
     let bare = dir.join("remote.git");
     let bare_s = bare.to_string_lossy().into_owned();
     let env = GitEnv::default();
