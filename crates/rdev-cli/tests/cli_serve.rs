@@ -15,11 +15,13 @@ use common::{serve as serve_in, Server, RDEV};
 
 /// `rdev serve` in `dir` with no `--config`, so it reads `dir/rdev.toml`; that file only
 /// narrows the agents to Claude Code, because the default list also starts a supervised
-/// `opencode serve` that would use the real HOME and could reach the network.
+/// `opencode serve` that would use the real HOME and could reach the network, and gives it
+/// a key (never used: no build runs), without which no provider is ready.
 fn serve(dir: &Path) -> Server {
     std::fs::write(
         dir.join("rdev.toml"),
-        "[agents]\nenabled = [\"claude-code\"]\n",
+        "[agents]\nenabled = [\"claude-code\"]\n\
+         [agents.claude_code.env]\nANTHROPIC_API_KEY = \"test-key-not-real\"\n",
     )
     .unwrap();
     serve_in(dir, None)

@@ -61,10 +61,12 @@ fn a_build_token_from_the_cli_builds_its_project_only_until_revoked() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // No worker (the build stays queued), and only Claude Code: the default list also
-    // starts a supervised `opencode serve`.
+    // starts a supervised `opencode serve`. A key, since a provider without model
+    // credentials refuses builds; no model is ever called.
     std::fs::write(
         dir.join("rdev.toml"),
-        "worker_concurrency = 0\n[agents]\nenabled = [\"claude-code\"]\n",
+        "worker_concurrency = 0\n[agents]\nenabled = [\"claude-code\"]\n\
+         [agents.claude_code.env]\nANTHROPIC_API_KEY = \"test-key-not-real\"\n",
     )
     .unwrap();
     let server = serve(dir, None);

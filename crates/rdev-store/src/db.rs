@@ -113,6 +113,61 @@ impl Db {
         Ok(())
     }
 
+    /// Which of this build's migrations the database has applied, without changing
+    /// anything (`rdev doctor`; [`Db::migrate`] applies them).
+    pub async fn migration_status(&self) -> Result<MigrationStatus, DbError> {
+        let (migrator, applied): (sqlx::migrate::Migrator, Vec<i64>) = match self {
+            Self::Postgres(p) => {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(p)
+                        .await?;
+                let applied = if exists {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (sqlx::migrate!("./migrations/postgres"), applied)
+            }
+            Self::Sqlite(p) => {
+                let exists: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(p)
+                .await?;
+                let applied = if exists > 0 {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(p)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                (sqlx::migrate!("./migrations/sqlite"), applied)
+            }
+        };
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        Ok(MigrationStatus {
+            pending: known
+                .iter()
+                .copied()
+                .filter(|v| !applied.contains(v))
+                .collect(),
+            unknown: applied
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect(),
+            known: known.len(),
+        })
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         match self {
@@ -120,6 +175,18 @@ impl Db {
             Self::Sqlite(p) => p.close().await,
         }
     }
+}
+
+/// How a database's schema compares with this build's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// How many migrations this build has.
+    pub known: usize,
+    /// Versions this build has that the database has not applied.
+    pub pending: Vec<i64>,
+    /// Versions the database has applied that this build does not know (a newer rdev
+    /// migrated it).
+    pub unknown: Vec<i64>,
 }
 
 /// The URL with any password replaced, safe for error messages and logs.
@@ -158,6 +225,27 @@ mod tests {
         assert_eq!(db.backend(), Backend::Sqlite);
         db.ping().await.unwrap();
         assert!(dir.path().join("t.db").exists());
+    }
+
+    #[tokio::test]
+    async fn migration_status_says_what_is_pending_without_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("m.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        let fresh = db.migration_status().await.unwrap();
+        assert!(fresh.known > 0);
+        assert_eq!(fresh.pending.len(), fresh.known);
+        assert_eq!(
+            db.migration_status().await.unwrap(),
+            fresh,
+            "nothing was applied"
+        );
+        db.migrate().await.unwrap();
+        let current = db.migration_status().await.unwrap();
+        assert!(
+            current.pending.is_empty() && current.unknown.is_empty(),
+            "{current:?}"
+        );
     }
 
     #[tokio::test]

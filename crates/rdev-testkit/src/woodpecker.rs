@@ -1,6 +1,6 @@
 //! A fake Woodpecker server for tests: the same routes, bearer auth and JSON shapes as
-//! woodpecker-ci/woodpecker v3.17.0 for what rdev uses (`GET /api/repos/{repo_id}/pipelines`
-//! with `page`/`perPage`, newest first and without workflows; `GET
+//! woodpecker-ci/woodpecker v3.17.0 for what rdev uses (`GET /api/user`; `GET
+//! /api/repos/{repo_id}/pipelines` with `page`/`perPage`, newest first and without workflows; `GET
 //! /api/repos/{repo_id}/pipelines/{number}` with `workflows[].children[]` steps). A test
 //! drives its state: add pipelines, script their statuses per request, hide a pipeline
 //! until it has been listed a number of times, and inject error responses. Everything is
@@ -75,6 +75,7 @@ impl FakeWoodpecker {
             ..FakeState::default()
         }));
         let app = Router::new()
+            .route("/api/user", get(current_user))
             .route("/api/repos/{repo_id}/pipelines", get(list_pipelines))
             .route("/api/repos/{repo_id}/pipelines/{number}", get(get_pipeline))
             .fallback(not_found)
@@ -203,6 +204,20 @@ fn gate(state: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Opti
         return Some((StatusCode::UNAUTHORIZED, "Unauthorized").into_response());
     }
     None
+}
+
+/// `GET /api/user`: the user the token belongs to (Woodpecker's `model.User`, abridged).
+async fn current_user(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&state, &method, &uri, &headers) {
+        return r;
+    }
+    let user = json!({"id": 1, "forge_id": 1, "login": "rdev-bot", "admin": false});
+    Json(user).into_response()
 }
 
 async fn list_pipelines(

@@ -1,11 +1,14 @@
-//! `GET /agents`: the code agents this node can run, the default first, with what each
-//! supports and how it is isolated (`sandbox`: `bubblewrap`, `none`, `kubernetes_pod`,
-//! `external`).
+//! `GET /agents`: the code agents of this node, the default first, with what each
+//! supports, how it is isolated (`sandbox`: `bubblewrap`, `none`, `kubernetes_pod`,
+//! `external`) and whether it can take a build (`state`: `ready`, `not_configured` or
+//! `unavailable`, with `reason` and `fix` when it cannot). An enabled provider whose adapter
+//! could not be set up is listed too, as `unavailable` with `capabilities: null`.
 
 use axum::{extract::State, routing::get, Json, Router};
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::doctor::readiness::ProviderState;
 
 /// Agent routes.
 pub fn router() -> Router<AppState> {
@@ -13,19 +16,24 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Json<Value> {
-    let ids = state.registry.list();
-    let agents: Vec<Value> = ids
-        .iter()
-        .enumerate()
-        .filter_map(|(i, id)| {
-            let agent = state.registry.get(id.as_str()).ok()?;
-            Some(json!({
-                "provider": id,
-                "default": i == 0,
-                "sandbox": state.config.agents.isolation(id.as_str()),
-                "capabilities": agent.capabilities(),
-            }))
-        })
-        .collect();
+    let default = state.registry.list().into_iter().next();
+    let mut agents = Vec::new();
+    for (id, readiness) in state.readiness.states(&state.config, &state.registry).await {
+        let capabilities = state.registry.get(&id).ok().map(|a| a.capabilities());
+        let mut agent = json!({
+            "provider": id,
+            "default": default.as_ref().is_some_and(|d| d.as_str() == id),
+            "sandbox": state.config.agents.isolation(&id),
+            "capabilities": capabilities,
+            "state": readiness.as_str(),
+        });
+        if let ProviderState::NotConfigured { reason, fix }
+        | ProviderState::Unavailable { reason, fix } = &readiness
+        {
+            agent["reason"] = json!(reason);
+            agent["fix"] = json!(fix);
+        }
+        agents.push(agent);
+    }
     Json(json!({"agents": agents}))
 }

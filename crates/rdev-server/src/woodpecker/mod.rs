@@ -159,6 +159,17 @@ impl WoodpeckerClient {
         })
     }
 
+    /// The login of the user the token belongs to (`GET /api/user`): a cheap call that
+    /// proves the server answers and accepts the token (`rdev doctor`).
+    pub async fn current_user(&self) -> Result<String, WoodpeckerError> {
+        #[derive(serde::Deserialize)]
+        struct User {
+            login: String,
+        }
+        let user: User = self.get_json("/api/user").await?;
+        Ok(user.login)
+    }
+
     /// The newest pipelines of a repository (first page, newest first).
     pub async fn list_pipelines(&self, repo_id: i64) -> Result<Vec<Pipeline>, WoodpeckerError> {
         self.list_pipelines_page(repo_id, 1, PIPELINES_PER_PAGE)
