@@ -174,21 +174,22 @@ impl OpenCodeAgent {
         match &self.endpoint {
             Endpoint::Fixed(c) => Ok(c.clone()),
             Endpoint::Supervised { server, client } => {
-                let (url, generation) = server
-                    .wait_ready(self.config.availability_timeout)
+                let (url, generation, socket) = server
+                    .wait_endpoint(self.config.availability_timeout)
                     .await
                     .map_err(|e| AgentError::Unavailable {
-                    waited: self.config.availability_timeout,
-                    reason: e.to_string(),
-                })?;
+                        waited: self.config.availability_timeout,
+                        reason: e.to_string(),
+                    })?;
                 let mut cached = client.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((g, c)) = cached.as_ref() {
                     if *g == generation {
                         return Ok(c.clone());
                     }
                 }
-                let c = OpenCodeClient::new(
+                let c = OpenCodeClient::with_socket(
                     url,
+                    socket.as_deref(),
                     Some(server.credentials()),
                     self.config.request_timeout,
                 )

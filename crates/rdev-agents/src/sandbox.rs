@@ -10,6 +10,13 @@
 //! what the adapter set on the command (bwrap is started with a cleared environment; the
 //! values are never put on bwrap's command line, where `ps` would show them).
 //!
+//! With rdev's model gateway ([`GatewayLink`], which rdev always runs) the sandbox has its
+//! own network namespace with loopback only, and the agent starts under the [`relay`] (the
+//! rdev binary, mounted read-only), which listens on [`RELAY_PORT`] inside and carries
+//! connections to the gateway's Unix socket, mounted at [`GATEWAY_SOCKET`]: the model API
+//! and the egress proxy are the only ways out. Without a gateway (this crate used on its
+//! own, as its tests do) the network stays shared.
+//!
 //! This module builds commands and checks that the sandbox can start; it never decides
 //! what an agent may do inside, and it does not supervise processes ([`crate::process`]).
 //! Failing closed is the rule: without a working bwrap a run fails with
@@ -24,9 +31,146 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{process::Command, sync::OnceCell};
 
+pub mod relay;
 mod scratch;
 
+use rdev_core::SecretString;
 pub use scratch::{sweep_scratch, Scratch, SCRATCH_PREFIX};
+
+/// The loopback port inside a sandbox where the relay reaches rdev's gateway (the model
+/// API and the egress proxy).
+pub const RELAY_PORT: u16 = 17700;
+/// Where the gateway's Unix socket is mounted inside a sandbox.
+pub const GATEWAY_SOCKET: &str = "/run/rdev/gw.sock";
+/// Where the relay binary is mounted inside a sandbox.
+pub const RELAY_PATH: &str = "/run/rdev/relay";
+/// Where a host directory for sockets rdev connects to from outside is mounted.
+pub const RELAY_IO_DIR: &str = "/run/rdev/io";
+
+/// How agents reach rdev's model gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLink {
+    /// The gateway's Unix socket on the host, mounted into every sandbox.
+    pub socket: PathBuf,
+    /// The gateway's loopback TCP address, for agents run without a sandbox.
+    pub tcp: std::net::SocketAddr,
+    /// The relay program (`<bin> sandbox-relay ...`); `None`: none was found, and a
+    /// sandboxed run fails closed.
+    pub relay_bin: Option<PathBuf>,
+    /// The token a shared agent server (OpenCode) presents; its calls are attributed by
+    /// session ([`rdev_core::SessionAttribution`]).
+    pub server_token: Option<SecretString>,
+}
+
+impl GatewayLink {
+    /// The model API's base URL as an agent in `mode` sees it.
+    pub fn base_url(&self, mode: SandboxMode) -> String {
+        match mode {
+            SandboxMode::Bubblewrap => format!("http://127.0.0.1:{RELAY_PORT}"),
+            SandboxMode::None => format!("http://{}", self.tcp),
+        }
+    }
+
+    /// The environment that points an agent at the gateway with `token`: the Messages
+    /// API's base URL and key, and the egress proxy (the token is its password).
+    pub fn agent_env(
+        &self,
+        mode: SandboxMode,
+        token: &SecretString,
+    ) -> Vec<(String, SecretString)> {
+        let base = self.base_url(mode);
+        let proxy = base.replacen("http://", &format!("http://rdev:{}@", token.expose()), 1);
+        let mut env = vec![
+            ("ANTHROPIC_BASE_URL".to_owned(), SecretString::new(base)),
+            ("ANTHROPIC_API_KEY".to_owned(), token.clone()),
+        ];
+        for name in ["HTTPS_PROXY", "https_proxy"] {
+            env.push((name.to_owned(), SecretString::new(proxy.clone())));
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.push((name.to_owned(), SecretString::new("127.0.0.1,localhost")));
+        }
+        env
+    }
+}
+
+/// Whether an environment variable would give an agent a way to the model (or anywhere)
+/// other than the gateway: model credentials and endpoints, and proxy settings. Dropped
+/// from an agent's environment whenever a gateway grant takes their place.
+pub fn bypasses_gateway(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    let model_setting = matches!(
+        upper.as_str(),
+        "ANTHROPIC_MODEL"
+            | "ANTHROPIC_SMALL_FAST_MODEL"
+            | "ANTHROPIC_DEFAULT_OPUS_MODEL"
+            | "ANTHROPIC_DEFAULT_SONNET_MODEL"
+            | "ANTHROPIC_DEFAULT_HAIKU_MODEL"
+    );
+    (upper.starts_with("ANTHROPIC_") && !model_setting)
+        || upper.starts_with("CLAUDE_CODE_USE_")
+        || upper.ends_with("_PROXY")
+}
+
+/// The relay a sandboxed process starts under.
+#[derive(Debug, Clone, Default)]
+pub struct Relay {
+    /// The relay program on the host, mounted read-only at [`RELAY_PATH`].
+    pub bin: PathBuf,
+    /// The gateway's socket on the host, mounted at [`GATEWAY_SOCKET`].
+    pub gateway_socket: PathBuf,
+    /// A host directory mounted read-write at [`RELAY_IO_DIR`], where the relay creates
+    /// the sockets of [`Self::expose`].
+    pub io_dir: Option<PathBuf>,
+    /// Sockets (file names in `io_dir`) the relay creates, each forwarding to a loopback
+    /// port inside: how rdev reaches a server in the sandbox.
+    pub expose: Vec<(String, u16)>,
+}
+
+impl Relay {
+    /// The relay for `link`; fails closed when no relay binary was found.
+    pub fn for_link(link: &GatewayLink) -> Result<Self, SandboxError> {
+        let bin = link.relay_bin.clone().ok_or_else(|| {
+            SandboxError(
+                "no relay binary for the sandbox's network (gateway.relay_bin): the \
+                 sandbox could reach nothing"
+                    .into(),
+            )
+        })?;
+        Ok(Self {
+            bin,
+            gateway_socket: link.socket.clone(),
+            io_dir: None,
+            expose: Vec::new(),
+        })
+    }
+
+    /// The relay's argv inside the sandbox, wrapping `program args`.
+    fn argv(&self, program: &Path, args: &[String]) -> Vec<OsString> {
+        let relay = relay::RelayArgs {
+            tcp: vec![(
+                std::net::SocketAddr::from(([127, 0, 0, 1], RELAY_PORT)),
+                PathBuf::from(GATEWAY_SOCKET),
+            )],
+            unix: self
+                .expose
+                .iter()
+                .map(|(name, port)| {
+                    (
+                        Path::new(RELAY_IO_DIR).join(name),
+                        std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+                    )
+                })
+                .collect(),
+            command: std::iter::once(program.as_os_str().to_owned())
+                .chain(args.iter().map(OsString::from))
+                .collect(),
+        };
+        std::iter::once(OsString::from(RELAY_PATH))
+            .chain(relay.to_args())
+            .collect()
+    }
+}
 
 /// Whether agents run sandboxed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -60,6 +204,9 @@ pub struct SandboxConfig {
     /// Extra host paths mounted read-only at the same place (e.g. a CLI installed outside
     /// `/usr` and outside a `node_modules` tree).
     pub read_only: Vec<PathBuf>,
+    /// rdev's model gateway; `None`: agents get no gateway (a sandboxed one then reaches
+    /// nothing at all).
+    pub gateway: Option<GatewayLink>,
 }
 
 /// The sandbox could not be set up; the run does not start.
@@ -157,6 +304,7 @@ impl Sandbox {
                 })?;
                 let mut cmd = Command::new(&bin);
                 cmd.args(namespace_args())
+                    .arg("--unshare-net")
                     .args(system_args())
                     .args(["--proc", "/proc", "--dev", "/dev", "true"])
                     .env_clear()
@@ -186,9 +334,11 @@ impl Sandbox {
     }
 
     /// Wraps `program args` in bwrap with `mounts`, `scratch` as `HOME` and `/tmp`, and
-    /// `program`'s own install mounted read-only. The returned command has a cleared
-    /// environment holding `env` with `HOME` and `TMPDIR` pointed into the sandbox.
+    /// `program`'s own install mounted read-only; with `relay`, the program runs as the
+    /// relay's child. The returned command has a cleared environment holding `env` with
+    /// `HOME` and `TMPDIR` pointed into the sandbox.
     /// Call [`Self::check`] first; its result is the `bwrap` path.
+    #[allow(clippy::too_many_arguments)]
     pub fn command(
         bwrap: &Path,
         program: &Path,
@@ -197,13 +347,19 @@ impl Sandbox {
         scratch: &Scratch,
         env: impl IntoIterator<Item = (OsString, OsString)>,
         extra_read_only: &[PathBuf],
+        relay: Option<&Relay>,
     ) -> Command {
         let mut cmd = Command::new(bwrap);
-        cmd.args(bwrap_args(program, mounts, scratch, extra_read_only))
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .env_clear()
+        cmd.args(bwrap_args(program, mounts, scratch, extra_read_only));
+        if let Some(relay) = relay {
+            cmd.args(relay_args(relay));
+        }
+        cmd.arg("--");
+        match relay {
+            Some(relay) => cmd.args(relay.argv(program, args)),
+            None => cmd.arg(program).args(args),
+        };
+        cmd.env_clear()
             .envs(
                 env.into_iter()
                     .filter(|(k, _)| k != "HOME" && k != "TMPDIR"),
@@ -212,6 +368,28 @@ impl Sandbox {
             .env("TMPDIR", "/tmp");
         cmd
     }
+}
+
+/// What a relay needs: a network namespace of its own (loopback only), its binary, the
+/// gateway's socket and its socket directory.
+fn relay_args(relay: &Relay) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--unshare-net".into(),
+        "--ro-bind".into(),
+        relay.bin.clone().into_os_string(),
+        RELAY_PATH.into(),
+        "--bind".into(),
+        relay.gateway_socket.clone().into_os_string(),
+        GATEWAY_SOCKET.into(),
+    ];
+    if let Some(dir) = &relay.io_dir {
+        args.extend([
+            "--bind".into(),
+            dir.clone().into_os_string(),
+            RELAY_IO_DIR.into(),
+        ]);
+    }
+    args
 }
 
 fn namespace_args() -> Vec<OsString> {
@@ -374,7 +552,7 @@ mod tests {
         assert!(!joined.contains("--bind / /") && !joined.contains("--ro-bind / /"));
         assert!(
             !joined.contains("--unshare-net"),
-            "the network stays shared for now"
+            "only a sandbox with a relay to the gateway gets a network of its own"
         );
         let pos = |s: &str| args.iter().position(|a| a == s).unwrap();
         assert!(pos("/data/gitdirs/t1") > pos("/data/work/t1"));
@@ -397,6 +575,7 @@ mod tests {
                 ("HOME".into(), "/root".into()),
             ],
             &[],
+            None,
         );
         let std = cmd.as_std();
         assert!(std

@@ -15,6 +15,7 @@ use std::{
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use rdev_core::{AgentEvent, AgentProvider, AgentRequest, AgentStatus, CodeAgent, RequestLimits};
+use rdev_server::gateway::{Gateway, GrantSpec};
 
 /// `rdev agent ...`
 #[derive(Debug, Args)]
@@ -66,17 +67,32 @@ pub async fn run(config_file: Option<&Path>, args: AgentArgs) -> anyhow::Result<
 }
 
 /// The adapter for `provider`, from the same configuration `rdev serve` reads
-/// ([agents.claude_code], [agents.opencode]).
+/// ([agents.claude_code], [agents.opencode]), with its model calls going through `gateway`
+/// as they do under `rdev serve`.
 pub fn build_agent(
     config_file: Option<&Path>,
     provider: &str,
+    gateway: Option<&Gateway>,
 ) -> anyhow::Result<Arc<dyn CodeAgent>> {
-    let config = rdev_server::Config::load(config_file)?;
+    let mut config = rdev_server::Config::load(config_file)?;
+    config.agents.gateway = gateway.map(Gateway::link);
     Ok(rdev_server::app::build_agent(
         &config,
         provider,
         &tokio_util::sync::CancellationToken::new(),
     )?)
+}
+
+/// An in-process gateway for one run: the upstream key stays in this process, the agent
+/// gets a token (docs/gateway.md). No store: usage is not recorded.
+async fn start_gateway(config_file: Option<&Path>) -> anyhow::Result<Gateway> {
+    let config = rdev_server::Config::load(config_file)?;
+    Gateway::start(
+        config.gateway_settings()?,
+        None,
+        rdev_server::metrics::Metrics::default(),
+    )
+    .await
 }
 
 async fn run_agent(config_file: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -97,7 +113,14 @@ async fn run_agent(config_file: Option<&Path>, args: RunArgs) -> anyhow::Result<
     request.session_id = args.resume;
     request.max_turns = args.max_turns;
     request.validate(&RequestLimits::default())?;
-    let agent = build_agent(config_file, &args.provider)?;
+    let gateway = start_gateway(config_file).await?;
+    let agent = build_agent(config_file, &args.provider, Some(&gateway))?;
+    let grant = gateway.grant(GrantSpec {
+        provider: args.provider.clone(),
+        budget: gateway.cap(),
+        ..GrantSpec::default()
+    });
+    request.model_grant = Some(grant.model_grant());
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let json = args.json;
@@ -223,7 +246,7 @@ mod tests {
 
     #[test]
     fn unknown_provider_is_a_clear_error() {
-        let err = build_agent(None, "nope").expect_err("unknown provider");
+        let err = build_agent(None, "nope", None).expect_err("unknown provider");
         assert!(
             err.to_string().contains("unknown provider \"nope\""),
             "{err}"

@@ -6,6 +6,7 @@ mod agent_cmd;
 mod bench;
 mod build_cmd;
 mod client;
+mod doctor_cmd;
 mod follow;
 mod migrate;
 mod project_cmd;
@@ -54,9 +55,23 @@ enum Command {
     Secret(secret_cmd::SecretArgs),
     /// API tokens: `rdev token create NAME --scope build [--project P] | list | revoke NAME`.
     Token(token_cmd::TokenArgs),
+    /// Check the set-up (git, agent CLIs, sandbox, model credentials, database, data
+    /// directory, Woodpecker, API tokens): one line per check with the fix; exit 0 when
+    /// nothing is an error. Run it first when something does not work.
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 fn main() -> ExitCode {
+    // `rdev sandbox-relay` runs inside an agent's sandbox as the parent of the agent: it
+    // gets no configuration, no clap parsing and no multi-threaded runtime (see
+    // rdev_agents::sandbox::relay).
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == rdev_agents::sandbox::relay::SUBCOMMAND)
+    {
+        return rdev_agents::sandbox::relay::main(args);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -75,6 +90,7 @@ fn main() -> ExitCode {
             Command::Template(args) => template_cmd::run(args),
             Command::Secret(args) => secret_cmd::run(cli.config.as_deref(), args).await,
             Command::Token(args) => token_cmd::run(cli.config.as_deref(), args).await,
+            Command::Doctor(args) => doctor_cmd::run(cli.config.as_deref(), args).await,
         }
     });
     match result {

@@ -111,6 +111,10 @@ pub struct AgentRequest {
     pub max_cost_usd: Option<f64>,
     /// Stop after this many agent turns (providers that support it).
     pub max_turns: Option<u32>,
+    /// The run's access to the model through rdev's gateway: its token replaces every
+    /// model credential the adapter would otherwise hand the agent. `None`: the adapter's
+    /// own configuration (a direct run without a gateway).
+    pub model_grant: Option<crate::ModelGrant>,
 }
 
 impl AgentRequest {
@@ -127,6 +131,7 @@ impl AgentRequest {
             env: BTreeMap::new(),
             max_cost_usd: None,
             max_turns: None,
+            model_grant: None,
         }
     }
 

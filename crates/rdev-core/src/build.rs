@@ -42,6 +42,13 @@ pub struct BuildSpec {
     /// Resume this agent session; it must pass [`validate_session_id`].
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Most dollars the task's model calls may cost (all attempts together); the project's
+    /// and the server's limits apply too, the smallest wins.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// Most tokens (input, output, cache reads and writes) the task's model calls may use.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
 }
 
 impl BuildSpec {
@@ -60,6 +67,16 @@ impl BuildSpec {
             model: None,
             timeout_secs: None,
             session_id: None,
+            max_cost_usd: None,
+            max_tokens: None,
+        }
+    }
+
+    /// The budget this spec asks for.
+    pub fn budget(&self) -> crate::Budget {
+        crate::Budget {
+            max_cost_usd: self.max_cost_usd,
+            max_tokens: self.max_tokens,
         }
     }
 
@@ -77,7 +94,8 @@ impl BuildSpec {
     /// fingerprint of specs that leave it out.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        // A spec always serialises: its maps have string keys and it holds no floats.
+        // A spec always serialises: its maps have string keys and its one float is finite
+        // once validated (a non-finite one serialises as null).
         let json = serde_json::to_value(self).map_or(serde_json::Value::Null, canonical);
         let digest = Sha256::digest(json.to_string().as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -94,7 +112,7 @@ impl BuildSpec {
         if let Some(session) = &self.session_id {
             validate_session_id(session)?;
         }
-        Ok(())
+        self.budget().validate()
     }
 }
 
@@ -156,6 +174,26 @@ mod tests {
         assert!(spec.auto_deploy);
         assert_eq!(spec.timeout(), Duration::from_secs(600));
         assert!(spec.validate(&RequestLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_budget_in_the_spec_must_be_positive_and_parses_from_the_body() {
+        use crate::ErrorCode;
+        let limits = RequestLimits::default();
+        let spec: BuildSpec =
+            serde_json::from_str(r#"{"prompt":"x","max_cost_usd":0.5,"max_tokens":1000}"#).unwrap();
+        assert_eq!(spec.budget().max_cost_usd, Some(0.5));
+        assert_eq!(spec.budget().max_tokens, Some(1000));
+        assert!(spec.validate(&limits).is_ok());
+        let mut s = BuildSpec::new("x");
+        s.max_cost_usd = Some(0.0);
+        assert_eq!(s.validate(&limits).unwrap_err().code(), "invalid_field");
+        let mut s = BuildSpec::new("x");
+        s.max_tokens = Some(0);
+        assert_eq!(s.validate(&limits).unwrap_err().code(), "invalid_field");
+        // Specs without a budget keep the fingerprint they had before it existed.
+        let plain: BuildSpec = serde_json::from_str(r#"{"prompt":"x"}"#).unwrap();
+        assert_eq!(plain.fingerprint(), BuildSpec::new("x").fingerprint());
     }
 
     #[test]

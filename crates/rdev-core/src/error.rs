@@ -2,6 +2,19 @@
 //! each error a stable machine code. It must not know about HTTP status codes: the API layer
 //! maps codes to statuses.
 
+/// An error and its sources on one line (`a: b: c`): an HTTP client's own message is often
+/// just "error sending request", the reason ("connection refused") is in a source.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// A stable, machine-readable error code (`snake_case`), kept identical across releases.
 pub trait ErrorCode {
     /// The code clients match on, e.g. `prompt_required`.

@@ -9,8 +9,11 @@ pub mod agent;
 pub mod agent_args;
 pub mod build;
 pub mod error;
+pub mod grant;
+pub mod metering;
 pub mod project;
 pub mod provider;
+pub mod push_protection;
 pub mod queue;
 pub mod registry;
 pub mod retention;
@@ -26,8 +29,14 @@ pub use agent::{
 };
 pub use build::BuildSpec;
 pub use error::{ErrorCode, ValidationError};
+pub use grant::{ModelGrant, SessionAttribution};
+pub use metering::{
+    AttemptUsage, Budget, MeteredUsage, ModelPrice, PriceTable, UsageStore, UsageTotal,
+    DEFAULT_PRICES_DATE,
+};
 pub use project::{Project, ProjectName};
 pub use provider::AgentProvider;
+pub use push_protection::{AllowPattern, PushProtection};
 pub use queue::{
     Clock, CompleteReport, FailOutcome, HeartbeatOutcome, Lease, LeaseKey, LeaseToken, ManualClock,
     ReapReport, RetryPolicy, SystemClock, Wake, WorkQueue, WorkSignal,

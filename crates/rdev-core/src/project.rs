@@ -5,7 +5,11 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{secrets::InjectionPlan, AgentProvider, ValidationError};
+use crate::{
+    push_protection::{AllowPattern, PushProtection},
+    secrets::InjectionPlan,
+    AgentProvider, ValidationError,
+};
 
 /// A project name: 1..=63 characters of `[a-z0-9-]`, not starting or ending with `-`.
 /// Safe as a path segment, a DNS label and a secret scope.
@@ -76,7 +80,7 @@ impl From<ProjectName> for String {
 }
 
 /// A repository rdev builds into.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     pub name: ProjectName,
     /// Where the repository lives (a URL or a local path to a bare repository).
@@ -104,6 +108,94 @@ pub struct Project {
     /// never removes. Set at creation only: no change to the project can set it.
     #[serde(default)]
     pub created_repo: Option<String>,
+    /// What a secret found in the commits a build is about to push does: `block` (the
+    /// default: nothing is pushed, the task fails with `secret_in_commit`) or `warn`.
+    #[serde(default)]
+    pub push_protection: PushProtection,
+    /// Paths of known test fixtures ([`AllowPattern`]s) where credential-shaped strings
+    /// are not findings. A value rdev handed to the build is a finding everywhere.
+    #[serde(default)]
+    pub push_protection_allow: Vec<String>,
+    /// Hosts the project's agents may reach through the gateway's egress proxy, as
+    /// `host:port` ([`parse_network_allow`]); empty: nothing but the model.
+    #[serde(default)]
+    pub network_allow: Vec<String>,
+    /// The default cost limit of the project's builds (a build may ask for less).
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// The default token limit of the project's builds (a build may ask for less).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+}
+
+impl Project {
+    /// The project's default budget.
+    pub fn budget(&self) -> crate::Budget {
+        crate::Budget {
+            max_cost_usd: self.max_cost_usd,
+            max_tokens: self.max_tokens,
+        }
+    }
+
+    /// Checks the gateway settings: a valid budget and `host:port` allow-list entries.
+    pub fn validate_gateway(&self) -> Result<(), ValidationError> {
+        self.budget().validate()?;
+        if self.network_allow.len() > 100 {
+            return Err(ValidationError::InvalidField {
+                field: "network_allow",
+                reason: "at most 100 entries".to_owned(),
+            });
+        }
+        self.network_allow
+            .iter()
+            .try_for_each(|e| parse_network_allow(e).map(|_| ()))
+    }
+}
+
+/// One `network_allow` entry, `host:port`: a DNS name (letters, digits, `-` and `.`, never
+/// an IP address, so what it reaches is decided by resolving it outside the sandbox) and a
+/// port. Returns the lower-cased host and the port.
+pub fn parse_network_allow(entry: &str) -> Result<(String, u16), ValidationError> {
+    let bad = |reason: &str| ValidationError::InvalidField {
+        field: "network_allow",
+        reason: format!(
+            "{:?}: {reason}",
+            entry.chars().take(300).collect::<String>()
+        ),
+    };
+    let (host, port) = entry
+        .rsplit_once(':')
+        .ok_or_else(|| bad("must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0 && port.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
+    let host = host.to_ascii_lowercase();
+    let labels: Vec<&str> = host.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.is_empty() || host.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(bad(
+            "the host must be a DNS name (letters, digits, '-', '.')",
+        ));
+    }
+    if labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad("the host must be a name, not an IP address"));
+    }
+    Ok((host, port))
+}
+
+impl Project {
+    /// The parsed push protection allow-list; an error names the first bad pattern.
+    pub fn push_protection_allow(&self) -> Result<Vec<AllowPattern>, ValidationError> {
+        AllowPattern::parse_all(&self.push_protection_allow)
+    }
 }
 
 fn default_branch() -> String {
@@ -146,10 +238,40 @@ mod tests {
     }
 
     #[test]
+    fn network_allow_takes_host_names_with_ports_only() {
+        assert_eq!(
+            parse_network_allow("Packages.Example.com:443").unwrap(),
+            ("packages.example.com".to_owned(), 443)
+        );
+        for bad in [
+            "example.com",
+            "example.com:0",
+            "example.com:70000",
+            "example.com:+443",
+            "10.0.0.1:80",
+            "[::1]:443",
+            "::1:443",
+            "-x.example.com:443",
+            "a..b:443",
+            "exa mple.com:443",
+            "*.example.com:443",
+            ":443",
+        ] {
+            assert!(parse_network_allow(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn project_json_defaults_branch_to_main() {
         let p: Project =
             serde_json::from_str(r#"{"name":"site","repo_url":"/srv/git/site.git"}"#).unwrap();
         assert_eq!(p.default_branch, "main");
+        assert_eq!(
+            p.push_protection,
+            PushProtection::Block,
+            "blocks by default"
+        );
+        assert!(p.push_protection_allow.is_empty());
         assert!(serde_json::from_str::<Project>(r#"{"name":"Bad","repo_url":"x"}"#).is_err());
     }
 

@@ -278,7 +278,13 @@ pub trait OutboxStore: Send + Sync {
 /// Every storage port in one object, so the API, the workers and the dispatcher share one
 /// injected store.
 pub trait Store:
-    TaskStore + crate::WorkQueue + ProjectStore + OutboxStore + crate::RetentionStore + std::fmt::Debug
+    TaskStore
+    + crate::WorkQueue
+    + ProjectStore
+    + OutboxStore
+    + crate::RetentionStore
+    + crate::UsageStore
+    + std::fmt::Debug
 {
 }
 
@@ -288,6 +294,7 @@ impl<
             + ProjectStore
             + OutboxStore
             + crate::RetentionStore
+            + crate::UsageStore
             + std::fmt::Debug,
     > Store for T
 {

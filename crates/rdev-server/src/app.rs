@@ -17,6 +17,8 @@ use crate::{
     callbacks::dispatcher::Dispatcher,
     cancels::TaskCancels,
     config::Config,
+    doctor::readiness::Readiness,
+    gateway::Gateway,
     git::GitWorkspaces,
     housekeeping::{self, Housekeeping, HousekeepingConfig},
     metrics::Metrics,
@@ -35,6 +37,8 @@ pub struct Application {
     state: AppState,
     woodpecker: Option<Woodpecker>,
     shutdown: CancellationToken,
+    /// The model gateway every agent's model calls go through.
+    gateway: Gateway,
 }
 
 /// Why [`build_agent`] could not make an adapter.
@@ -86,13 +90,15 @@ pub fn build_agent(
     }
 }
 
-/// The code agents named in `config.agents.enabled`, the first being the default. An agent
-/// that cannot be set up is skipped with a warning, so one missing CLI does not stop rdev.
+/// The code agents named in `config.agents.enabled`, the first being the default, and their
+/// readiness. An agent that cannot be set up is skipped (so one broken provider does not
+/// stop rdev) and reported `unavailable` with the reason.
 pub fn build_registry(
     config: &Config,
     shutdown: &CancellationToken,
-) -> anyhow::Result<ProviderRegistry> {
+) -> anyhow::Result<(ProviderRegistry, Readiness)> {
     let registry = ProviderRegistry::new();
+    let mut failures = std::collections::BTreeMap::new();
     if config.agents.sandbox == rdev_agents::sandbox::SandboxMode::None {
         tracing::warn!(
             "agents.sandbox = \"none\": agents run UNSANDBOXED and can read everything rdev \
@@ -106,10 +112,12 @@ pub fn build_registry(
             Err(AgentSetupError::Unknown(other)) => anyhow::bail!(
                 "unknown agent provider {other:?} in agents.enabled (known: {KNOWN_PROVIDERS})"
             ),
-            Err(e) => tracing::warn!(provider = %id, error = %e, "agent provider not available"),
+            Err(e) => {
+                failures.insert(id.clone(), e.to_string());
+            }
         }
     }
-    Ok(registry)
+    Ok((registry, Readiness::new(config, failures)))
 }
 
 /// Opens the database at `url` and brings its schema up to date (what `serve`, `worker`,
@@ -140,7 +148,7 @@ impl Application {
         Self::build_node(config, false).await
     }
 
-    async fn build_node(config: Config, serve_api: bool) -> anyhow::Result<Self> {
+    async fn build_node(mut config: Config, serve_api: bool) -> anyhow::Result<Self> {
         let db = open_database(&config.database_url).await?;
         let tokens = TokenService::from_config(&config, Arc::new(SqlTokenStore::new(db.clone())));
         if serve_api {
@@ -157,9 +165,15 @@ impl Application {
                 );
             }
         }
-        let store = SqlStore::new(db.clone(), StoreConfig::default())
-            .await
-            .context("could not start the store")?;
+        let store = Arc::new(
+            SqlStore::new(db.clone(), StoreConfig::default())
+                .await
+                .context("could not start the store")?,
+        );
+        let metrics = Metrics::default();
+        let settings = config.gateway_settings()?;
+        let gateway = Gateway::start(settings, Some(store.clone()), metrics.clone()).await?;
+        config.agents.gateway = Some(gateway.link());
         let templates = TemplateRegistry::load(&config.template_dirs)
             .context("could not load the project templates")?;
         let secrets = SecretService::from_config(&config, db.clone())
@@ -170,7 +184,8 @@ impl Application {
             .context("the master key does not open this database's secrets")?;
         config.log_startup(secrets.key_source());
         let shutdown = CancellationToken::new();
-        let registry = build_registry(&config, &shutdown)?;
+        let (registry, readiness) = build_registry(&config, &shutdown)?;
+        readiness.log(&config, &registry).await;
         let woodpecker = match &config.woodpecker {
             Some(w) => Some(Woodpecker {
                 client: WoodpeckerClient::new(&w.url, w.token.clone())
@@ -194,13 +209,14 @@ impl Application {
             listener,
             state: AppState {
                 db,
-                store: Arc::new(store),
+                store,
                 templates: Arc::new(templates),
                 git: GitWorkspaces::new(config.data_dir.join("git"))
                     .with_spare_limit(config.git_spare_checkouts),
                 registry: Arc::new(registry),
+                readiness,
                 cancels: TaskCancels::default(),
-                metrics: Metrics::default(),
+                metrics,
                 outbox_wakeup: Arc::default(),
                 config: Arc::new(config),
                 secrets: Arc::new(secrets),
@@ -208,6 +224,7 @@ impl Application {
             },
             woodpecker,
             shutdown,
+            gateway,
         })
     }
 
@@ -252,6 +269,7 @@ impl Application {
             outbox_wakeup: Arc::clone(&s.outbox_wakeup),
             woodpecker: self.woodpecker.clone(),
             config: Arc::clone(&s.config),
+            gateway: self.gateway.clone(),
         }
     }
 
@@ -266,6 +284,7 @@ impl Application {
             listener,
             state,
             shutdown,
+            gateway,
             ..
         } = self;
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
@@ -324,6 +343,8 @@ impl Application {
             tracing::info!("shutdown signal received; draining");
         }
         let _ = workers.await;
+        // Only now: agents finishing within the grace period still called the model.
+        gateway.stop();
         let _ = dispatch.await;
         let _ = housekeeping.await;
         drop(data_dir_lock);

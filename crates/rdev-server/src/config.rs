@@ -3,6 +3,7 @@
 //! describes settings; it opens no connection and starts nothing. Unknown keys are errors
 //! and paths are made absolute at load (`keys`, `paths`).
 
+mod gateway;
 mod keys;
 mod paths;
 
@@ -19,6 +20,8 @@ use figment::{
 use rdev_agents::sandbox::{SandboxConfig, SandboxMode};
 use rdev_core::{RequestLimits, SecretString};
 use serde::Deserialize;
+
+pub use self::gateway::{GatewayConfig, GatewaySettings, Upstream, UpstreamAuth, UpstreamConfig};
 
 /// Where logs go and how they look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -83,6 +86,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// Woodpecker CI, followed after a push when a project names its repository id.
     pub woodpecker: Option<WoodpeckerConfig>,
+    /// The model gateway: upstreams, prices, budget caps, egress (docs/gateway.md).
+    pub gateway: GatewayConfig,
 }
 
 /// `[agents]`: which providers run and how.
@@ -104,6 +109,9 @@ pub struct AgentsConfig {
     /// Extra host paths every agent sandbox mounts read-only (e.g. a CLI installed outside
     /// `/usr` and outside an npm `node_modules` tree).
     pub sandbox_read_only: Vec<PathBuf>,
+    /// The running model gateway; set by rdev when it starts one, never from a file.
+    #[serde(skip)]
+    pub gateway: Option<rdev_agents::sandbox::GatewayLink>,
 }
 
 impl AgentsConfig {
@@ -113,6 +121,7 @@ impl AgentsConfig {
             mode: self.sandbox,
             bwrap_bin: self.bwrap_bin.clone(),
             read_only: self.sandbox_read_only.clone(),
+            gateway: self.gateway.clone(),
         }
     }
 
@@ -145,6 +154,7 @@ impl Default for AgentsConfig {
             sandbox: SandboxMode::default(),
             bwrap_bin: None,
             sandbox_read_only: Vec::new(),
+            gateway: None,
         }
     }
 }
@@ -212,6 +222,7 @@ impl Default for Config {
             retention_days: 30,
             agents: AgentsConfig::default(),
             woodpecker: None,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -244,9 +255,11 @@ impl rdev_core::ErrorCode for ConfigError {
 impl Config {
     /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables, and
     /// makes every path absolute against the current directory ([`Config::resolve_paths`]).
-    /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`. An unknown key in
-    /// the file is an error; an `RDEV_*` variable whose first part is no key is not
-    /// configuration and is skipped (see `keys`).
+    /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`. Keys are
+    /// lower-cased except a variable name below an `env` table, which keeps its case
+    /// (`RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_API_KEY`). An unknown key in the file is an
+    /// error; an `RDEV_*` variable whose first part is no key is not configuration and is
+    /// skipped (see `keys`).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let explicit = file
             .map(Path::to_path_buf)
@@ -265,7 +278,10 @@ impl Config {
             .merge(
                 Env::prefixed("RDEV_")
                     .filter(|k| keys::is_config_env(k.as_str()))
-                    .split("__"),
+                    .split("__")
+                    .map(|k| keys::env_key_path(k.as_str()).into())
+                    // After the last map: each one turns lower-casing back on.
+                    .lowercase(false),
             )
             .extract()
             .map_err(|e| ConfigError(keys::describe(&e)))?;

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): queue depth by status (read from
 //! the store at scrape time, so every node reports the shared queue), build durations and
-//! outcomes, and agent cost, recorded by this node's workers, and the size of this node's
+//! outcomes, and agent cost, recorded by this node's workers, the model gateway's tokens,
+//! cost, failovers, budget refusals and egress CONNECTs, and the size of this node's
 //! data directory (measured in the background by the housekeeping, never at scrape time).
 //! Encoding uses the official `prometheus-client` crate.
 
@@ -25,6 +26,85 @@ struct ProviderLabel {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    project: String,
+    provider: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    project: String,
+    provider: String,
+    model: String,
+    /// `input`, `output`, `cache_read` or `cache_write`.
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    from: String,
+    to: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectLabel {
+    project: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+/// The model gateway's counters.
+#[derive(Debug, Clone, Default)]
+struct GatewayMetrics {
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    calls: Family<ModelLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
+    budget_refusals: Family<ProjectLabel, Counter>,
+    egress: Family<OutcomeLabel, Counter>,
+}
+
+impl GatewayMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "model_tokens",
+            "Tokens metered by the model gateway on this node, by project, provider, model and kind",
+            self.tokens.clone(),
+        );
+        registry.register(
+            "model_cost_usd",
+            "Cost of model calls metered by the gateway on this node (price table in docs/gateway.md)",
+            self.cost.clone(),
+        );
+        registry.register(
+            "model_calls",
+            "Model calls metered by the gateway on this node",
+            self.calls.clone(),
+        );
+        registry.register(
+            "gateway_failovers",
+            "Model calls moved to the next upstream before their first byte",
+            self.failovers.clone(),
+        );
+        registry.register(
+            "gateway_budget_refusals",
+            "Model calls refused because the task's budget was used up",
+            self.budget_refusals.clone(),
+        );
+        registry.register(
+            "gateway_egress_connects",
+            "CONNECTs to the egress proxy by outcome (allowed, refused)",
+            self.egress.clone(),
+        );
+    }
+}
+
 /// This process's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -33,6 +113,7 @@ pub struct Metrics {
     build_seconds: Family<StatusLabel, Histogram>,
     agent_cost: Family<ProviderLabel, Counter<f64, AtomicU64>>,
     data_dir_bytes: Gauge,
+    gateway: GatewayMetrics,
 }
 
 impl Default for Metrics {
@@ -74,13 +155,84 @@ impl Metrics {
             "Disk space used by this node's data directory (measured periodically)",
             data_dir_bytes.clone(),
         );
+        let gateway = GatewayMetrics::default();
+        gateway.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             queue,
             build_seconds,
             agent_cost,
             data_dir_bytes,
+            gateway,
         }
+    }
+
+    /// Records one metered model call.
+    pub fn model_usage(
+        &self,
+        project: &str,
+        provider: &str,
+        model: &str,
+        usage: &rdev_core::MeteredUsage,
+        cost_usd: f64,
+    ) {
+        let labels = ModelLabels {
+            project: project.to_owned(),
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+        ] {
+            self.gateway
+                .tokens
+                .get_or_create(&TokenLabels {
+                    project: labels.project.clone(),
+                    provider: labels.provider.clone(),
+                    model: labels.model.clone(),
+                    kind: kind.to_owned(),
+                })
+                .inc_by(n);
+        }
+        if cost_usd.is_finite() && cost_usd > 0.0 {
+            self.gateway.cost.get_or_create(&labels).inc_by(cost_usd);
+        }
+        self.gateway.calls.get_or_create(&labels).inc();
+    }
+
+    /// Records a model call moved from one upstream to the next.
+    pub fn gateway_failover(&self, from: &str, to: &str, reason: &str) {
+        self.gateway
+            .failovers
+            .get_or_create(&FailoverLabels {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a model call refused for budget.
+    pub fn gateway_budget_refusal(&self, project: &str) {
+        self.gateway
+            .budget_refusals
+            .get_or_create(&ProjectLabel {
+                project: project.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one egress CONNECT.
+    pub fn egress(&self, outcome: &str) {
+        self.gateway
+            .egress
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a finished build attempt.
@@ -111,6 +263,14 @@ impl Metrics {
     pub fn set_data_dir_bytes(&self, bytes: u64) {
         self.data_dir_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text of what this process recorded, without refreshing the queue
+    /// gauges from a store.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
     }
 
     /// The OpenMetrics text, with the queue gauges refreshed from `store`.

@@ -13,13 +13,15 @@ use std::{
 };
 
 use rdev_core::{
-    ErrorCode, Project, ProjectDeletion, ProjectName, SecretName, Store, StoreError, TaskId,
+    ErrorCode, Project, ProjectDeletion, ProjectName, PushProtection, SecretName, Store,
+    StoreError, TaskId,
 };
 use serde::Serialize;
 
 use crate::{
     cancels::TaskCancels,
     git::{Author, GitEnv, GitError, GitWorkspaces, Workspace},
+    scan::{scan_push, ScanLimits, Scanner, SECRET_IN_COMMIT},
     templates::{TemplateError, TemplateRegistry},
 };
 
@@ -30,6 +32,12 @@ pub enum InitError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Git(#[from] GitError),
+    /// Push protection found secrets in the rendered first commit (the project blocks).
+    #[error(
+        "secret_in_commit: push protection found secrets in the first commit, so nothing was \
+         pushed: {0}"
+    )]
+    SecretInCommit(String),
 }
 
 impl ErrorCode for InitError {
@@ -37,6 +45,7 @@ impl ErrorCode for InitError {
         match self {
             Self::Template(e) => e.code(),
             Self::Git(e) => e.code(),
+            Self::SecretInCommit(_) => SECRET_IN_COMMIT,
         }
     }
 }
@@ -63,7 +72,9 @@ pub async fn render_initial_commit(
 
 /// Gives `project`'s repository its first commit from `template` when its default branch
 /// has no commit yet. Returns the pushed SHA, or `None` when the branch already had
-/// history (nothing is rendered over existing work).
+/// history (nothing is rendered over existing work). The commit is scanned by `scanner`
+/// before it is pushed, as a build's are: a finding stops it unless the project warns.
+#[allow(clippy::too_many_arguments)]
 pub async fn initialise_repository(
     git: &GitWorkspaces,
     templates: &Arc<TemplateRegistry>,
@@ -72,6 +83,7 @@ pub async fn initialise_repository(
     vars: &BTreeMap<String, String>,
     author: &Author,
     env: &GitEnv,
+    scanner: Arc<Scanner>,
 ) -> Result<Option<String>, InitError> {
     let ws = git
         .prepare(
@@ -88,6 +100,13 @@ pub async fn initialise_repository(
         }
         let sha = render_initial_commit(&ws, templates, template, vars, author, None).await?;
         if sha.is_some() {
+            let report = scan_push(&ws, scanner, &ScanLimits::default()).await?;
+            if !report.is_clean() {
+                if project.push_protection == PushProtection::Block {
+                    return Err(InitError::SecretInCommit(report.summary()));
+                }
+                tracing::warn!(project = %project.name, findings = %report.summary(), "push protection (warn): pushing the first commit with findings");
+            }
             ws.push().await?;
         }
         Ok(sha)
@@ -282,6 +301,11 @@ mod tests {
             provider: None,
             secrets: Default::default(),
             created_repo: Some(repo.to_string_lossy().into_owned()),
+            push_protection: Default::default(),
+            push_protection_allow: Vec::new(),
+            network_allow: Vec::new(),
+            max_cost_usd: None,
+            max_tokens: None,
         };
         let git = GitWorkspaces::new(tmp.path().join("git"));
         let templates = Arc::new(TemplateRegistry::builtin().unwrap());
@@ -298,6 +322,7 @@ mod tests {
             &vars,
             &Author::default(),
             &GitEnv::default(),
+            Arc::new(Scanner::new([], Vec::new())),
         )
         .await
         .unwrap()
@@ -335,6 +360,7 @@ mod tests {
             &vars,
             &Author::default(),
             &GitEnv::default(),
+            Arc::new(Scanner::new([], Vec::new())),
         )
         .await
         .unwrap();

@@ -674,3 +674,104 @@ async fn a_fenced_plan_stored_around_the_api_fails_the_build_at_injection() {
     assert!(!error.contains("attacker.example"), "{error}");
     assert_eq!(task["attempt"], 1, "a fenced plan is not retried: {task}");
 }
+
+/// `push_protection` is `block` unless set, takes `block` or `warn` only, and its
+/// allow-list takes the supported glob patterns only, at creation and in a patch.
+#[tokio::test]
+async fn push_protection_settings_default_to_block_and_are_checked() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let r = c
+        .post(format!("{base}/projects"))
+        .json(&json!({"name": "site", "repo_url": "/srv/git/site.git"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["push_protection"], "block");
+    assert_eq!(p["push_protection_allow"], json!([]));
+
+    let r = c
+        .patch(format!("{base}/projects/site"))
+        .json(&json!({"push_protection": "warn", "push_protection_allow": ["tests/fixtures/", "*.pem"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown = get_json(&c, format!("{base}/projects/site")).await;
+    assert_eq!(shown["push_protection"], "warn");
+    assert_eq!(
+        shown["push_protection_allow"],
+        json!(["tests/fixtures/", "*.pem"])
+    );
+
+    for patch in [
+        json!({"push_protection": "off"}),
+        json!({"push_protection_allow": ["/etc/*.pem"]}),
+        json!({"push_protection_allow": ["[ab].pem"]}),
+        json!({"push_protection_allow": ["a/../b"]}),
+    ] {
+        let r = c
+            .patch(format!("{base}/projects/site"))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{patch}");
+    }
+    let r = c
+        .post(format!("{base}/projects"))
+        .json(
+            &json!({"name": "other", "repo_url": "/srv/git/o.git", "push_protection_allow": [""]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_unprocessable(r, "invalid_field", "push_protection_allow").await;
+    let shown = get_json(&c, format!("{base}/projects/site")).await;
+    assert_eq!(shown["push_protection"], "warn", "nothing changed");
+}
+
+/// A new project's first commit is scanned before it is pushed, like a build's: a
+/// credential in a template variable is refused (422 `secret_in_commit`), and the
+/// repository rdev made for it is gone again; with `warn` it is pushed.
+#[tokio::test]
+async fn a_secret_in_a_new_projects_first_commit_is_not_pushed() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let token = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ2".repeat(2));
+    let r = c
+        .post(format!("{}/projects", app.address))
+        .json(&json!({"name": "leaky", "template": "static-site", "variables": {"title": token}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "secret_in_commit", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("index.html:"), "{message}");
+    assert!(message.contains("github-pat"), "{message}");
+    assert!(!message.contains(&token), "{message}");
+    let shown = c
+        .get(format!("{}/projects/leaky", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 404, "the project was not created");
+    let repo = app._dir.path().join("data/repos/leaky.git");
+    assert!(!repo.exists(), "the repository rdev made is removed again");
+
+    let r = c
+        .post(format!("{}/projects", app.address))
+        .json(
+            &json!({"name": "leaky", "template": "static-site", "variables": {"title": token},
+                      "push_protection": "warn"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "warn pushes");
+}

@@ -61,39 +61,6 @@ async fn world(pg: bool) -> World {
     world_with(pg, false).await
 }
 
-/// Writes an OpenCode config that sends every model call to `model`, and returns the
-/// adapter configuration for a supervised, offline `opencode serve`.
-fn opencode_config(model: &ScriptedModel, root: &Path) -> rdev_agents::opencode::OpenCodeConfig {
-    let file = root.join("opencode.json");
-    let config = json!({
-        "model": "anthropic/claude-sonnet-4-5",
-        "small_model": "anthropic/claude-haiku-4-5",
-        "autoupdate": false,
-        "share": "disabled",
-        "provider": {"anthropic": {"options": {"baseURL": format!("{}/v1", model.base_url()), "apiKey": "test-key"}}},
-        "permission": {"edit": "allow", "bash": "allow"}
-    });
-    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let mut oc = rdev_agents::opencode::OpenCodeConfig {
-        bin: Some(rdev_testkit::opencode_bin()),
-        availability_timeout: Duration::from_secs(120),
-        ..Default::default()
-    };
-    oc.server.state_dir = Some(root.join("opencode-state"));
-    oc.server.config_file = Some(file);
-    for (k, v) in [
-        ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
-        ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
-        ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
-        // Keeps its background plugin install off the network (see docs/opencode.md).
-        ("npm_config_registry", "http://127.0.0.1:9/"),
-        ("npm_config_offline", "true"),
-    ] {
-        oc.server.env.insert(k.to_owned(), SecretString::new(v));
-    }
-    oc
-}
-
 async fn world_with(pg: bool, opencode: bool) -> World {
     world_tweaked(pg, opencode, |_| {}).await
 }
@@ -117,7 +84,7 @@ async fn world_tweaked(
     };
     let (base, wp_url) = (model.base_url(), woodpecker.url());
     let state = dir.path().join("claude-state");
-    let oc = opencode.then(|| opencode_config(&model, dir.path()));
+    let oc = opencode.then(|| common::opencode_config(&model.base_url(), "test-key", dir.path()));
     let app = spawn_app_configured(url, move |c| {
         c.worker_concurrency = 1;
         c.allow_private_callbacks = true;
@@ -204,7 +171,12 @@ async fn task(w: &World, id: &str) -> Value {
 /// Waits until task `id`'s callback row records its delivery (after which the dispatcher
 /// never sends it again) and returns the task.
 async fn delivered(w: &World, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    delivered_within(w, id, Duration::from_secs(30)).await
+}
+
+/// [`delivered`] with its own deadline (a build that still has to run first).
+async fn delivered_within(w: &World, id: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let t = task(w, id).await;
         if t["callbacks"][0]["delivered_at"].is_string() {
@@ -499,25 +471,7 @@ async fn deployed_build_with_opencode() {
 async fn injected_secret_is_redacted_from_events_callback_and_argv() {
     const SECRET: &str = "s3cr3t-Deploy-Value-8842";
     let w = world(false).await;
-    let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{}/projects", w.app.address))
-        .json(&json!({"name": "site", "repo_url": w.remote,
-            "secrets": {"env": [["DEPLOY_TOKEN", "DEPLOY_TOKEN"]]}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = c
-        .put(format!(
-            "{}/secrets/project:site/DEPLOY_TOKEN",
-            w.app.address
-        ))
-        .json(&json!({"value": SECRET}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    project_with_deploy_token(&w, SECRET).await;
 
     // The agent prints the variable, dumps its environment, and its final answer quotes the
     // value (as a careless agent might).
@@ -690,4 +644,279 @@ async fn lease_expired_under_a_live_attempt_lets_the_new_attempt_finish() {
     assert_eq!(t["attempt"], 2, "the second attempt finished: {t}");
     let log = git(&["--git-dir", &w.remote, "log", "--format=%H", "main"]);
     assert_eq!(log.lines().count(), 1, "one commit pushed: {log}");
+}
+
+/// The injected secret of the push protection tests: long enough to be looked for, and
+/// with characters that base64 and percent-encoding change.
+const PUSHED_SECRET: &str = "pp-Deploy/Value+7731-not-for-git";
+
+/// Creates project `site` on `w`'s remote with the secret `DEPLOY_TOKEN` = `value`
+/// injected under that name (and no CI).
+async fn project_with_deploy_token(w: &World, value: &str) {
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/projects", w.app.address))
+        .json(&json!({"name": "site", "repo_url": w.remote,
+            "secrets": {"env": [["DEPLOY_TOKEN", "DEPLOY_TOKEN"]]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(format!(
+            "{}/secrets/project:site/DEPLOY_TOKEN",
+            w.app.address
+        ))
+        .json(&json!({"value": value}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// Runs an `auto_deploy` build of `prompt` to its end; returns the task, its callback's
+/// body and its stored events (as the SSE stream shows them).
+async fn deploy_build(w: &World, prompt: &str) -> (Value, String, String) {
+    let id = build(
+        w,
+        json!({"prompt": prompt, "auto_deploy": true, "callback_url": w.receiver.url()}),
+    )
+    .await;
+    let t = delivered_within(w, &id, Duration::from_secs(120)).await;
+    let callback = w
+        .receiver
+        .accepted()
+        .into_iter()
+        .find(|c| c.json()["task_id"] == id.as_str())
+        .expect("the task's callback");
+    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (t, String::from_utf8(callback.body).unwrap(), events)
+}
+
+/// Asserts that a build was stopped by push protection naming `finding`, and that neither
+/// the callback nor the error holds the secret.
+fn assert_blocked(t: &Value, callback: &str, events: &str, finding: &str) {
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["attempt"], 1, "not retried: {t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(error.starts_with("secret_in_commit: "), "{error}");
+    assert!(error.contains(finding), "{finding} not in {error}");
+    assert!(error.contains("nothing was pushed"), "{error}");
+    let body: Value = serde_json::from_str(callback).unwrap();
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["error"], error);
+    assert!(events.contains("\"step\":\"push_protection\""), "{events}");
+    assert!(events.contains("\"outcome\":\"blocked\""), "{events}");
+    assert!(
+        !events.contains("\"step\":\"push\""),
+        "no push step: {events}"
+    );
+    for text in [error, callback, events] {
+        for form in secret_forms() {
+            assert!(!text.contains(&form), "{form} leaks: {text}");
+        }
+    }
+}
+
+/// The secret as written and in base64, as they would show up in a leak.
+fn secret_forms() -> Vec<String> {
+    use base64::Engine;
+    vec![
+        PUSHED_SECRET.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(PUSHED_SECRET),
+    ]
+}
+
+/// Every row of every table of the test's database, as text.
+async fn every_stored_row(w: &World) -> String {
+    use sqlx::Row;
+    let mut out = String::new();
+    if let Some(pg) = &w.app._pg {
+        let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(tables.iter().any(|t| t == "task_events"), "{tables:?}");
+        for table in tables {
+            let rows = sqlx::query(&format!("SELECT t::text FROM \"{table}\" t"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            for row in rows {
+                out.push_str(&row.get::<String, _>(0));
+                out.push('\n');
+            }
+        }
+        pool.close().await;
+    } else {
+        let url = format!("sqlite:{}", w.app._dir.path().join("rdev.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(tables.iter().any(|t| t == "task_events"), "{tables:?}");
+        for table in tables {
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                .bind(&table)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+            let sql = format!("SELECT {} FROM \"{table}\"", quoted.join(" || ' ' || "));
+            for row in sqlx::query(&sql).fetch_all(&pool).await.unwrap() {
+                out.push_str(&row.get::<String, _>(0));
+                out.push('\n');
+            }
+        }
+        pool.close().await;
+    }
+    out
+}
+
+/// Push protection with the real `claude` CLI: the injected secret written to a file, its
+/// base64, and a freshly generated private key each stop the push (`secret_in_commit`,
+/// remote unchanged, not retried, nothing of the value stored or sent); a harmless change
+/// is pushed; with `push_protection = "warn"` the secret is pushed and the finding recorded.
+async fn push_protection_stops_secrets_before_they_reach_the_remote(pg: bool) {
+    let w = world(pg).await;
+    project_with_deploy_token(&w, PUSHED_SECRET).await;
+
+    // The first push of an empty repository is scanned against the empty tree.
+    let (t, cb, ev) = deploy_build(
+        &w,
+        "@@bash mkdir -p notes && echo \"$DEPLOY_TOKEN\" > notes/token.txt\n@@reply saved",
+    )
+    .await;
+    assert_blocked(
+        &t,
+        &cb,
+        &ev,
+        "notes/token.txt:1 known_value DEPLOY_TOKEN (plain)",
+    );
+    assert_eq!(remote_head(&w.remote), None, "nothing was pushed");
+
+    let (t, cb, ev) = deploy_build(
+        &w,
+        "@@bash printf %s \"$DEPLOY_TOKEN\" | base64 > token.b64\n@@reply encoded",
+    )
+    .await;
+    assert_blocked(
+        &t,
+        &cb,
+        &ev,
+        "token.b64:1 known_value DEPLOY_TOKEN (base64)",
+    );
+    assert_eq!(remote_head(&w.remote), None, "nothing was pushed");
+
+    let have_keygen = Command::new("sh")
+        .args(["-c", "command -v ssh-keygen"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let keygen = if have_keygen {
+        "@@bash ssh-keygen -q -t ed25519 -N '' -C rdev-test -f deploy_key\n@@reply made a key"
+            .to_owned()
+    } else {
+        let body: String = (0..5)
+            .map(|i| format!("{}\n", format!("{i}Qk").repeat(23)))
+            .collect();
+        let (begin, end) = (
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "-----END OPENSSH PRIVATE KEY-----",
+        );
+        format!("@@write deploy_key\n{begin}\n{body}{end}\n@@end\n@@reply made a key")
+    };
+    let (t, cb, ev) = deploy_build(&w, &keygen).await;
+    assert_blocked(&t, &cb, &ev, "deploy_key:1 private-key");
+    assert_eq!(remote_head(&w.remote), None, "nothing was pushed");
+
+    // The same kind of build without a secret goes through.
+    let (t, cb, ev) = deploy_build(
+        &w,
+        "@@write index.html\n<h1>Hello</h1>\n@@end\n@@reply page ready",
+    )
+    .await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let head = remote_head(&w.remote).expect("pushed");
+    assert_eq!(t["result"]["artifacts"]["commit_sha"], head.as_str());
+    assert!(ev.contains("\"outcome\":\"clean\""), "{ev}");
+    assert!(t["result"].get("push_protection").is_none(), "{t}");
+    assert!(!cb.contains("secret_in_commit"), "{cb}");
+
+    // warn: pushed, with the finding on the task, its events and its callback.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/projects/site", w.app.address))
+        .json(&json!({"push_protection": "warn"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (t, cb, ev) = deploy_build(
+        &w,
+        "@@bash echo \"token=$DEPLOY_TOKEN\" > config.txt\n@@reply configured",
+    )
+    .await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let pushed = remote_head(&w.remote).expect("pushed");
+    assert_ne!(pushed, head);
+    assert_eq!(
+        git(&["--git-dir", &w.remote, "show", "main:config.txt"]),
+        format!("token={PUSHED_SECRET}"),
+        "warn mode pushes"
+    );
+    let finding = &t["result"]["push_protection"]["findings"][0];
+    assert_eq!(
+        (
+            &finding["path"],
+            &finding["line"],
+            &finding["rule"],
+            &finding["secret"]
+        ),
+        (
+            &json!("config.txt"),
+            &json!(1),
+            &json!("known_value"),
+            &json!("DEPLOY_TOKEN")
+        ),
+        "{t}"
+    );
+    assert!(ev.contains("\"outcome\":\"warned\""), "{ev}");
+    let body: Value = serde_json::from_str(&cb).unwrap();
+    assert_eq!(
+        body["result"]["push_protection"]["findings"][0]["path"],
+        "config.txt"
+    );
+
+    // Nothing rdev stored or sent holds the value, in any of its forms.
+    let rows = every_stored_row(&w).await;
+    assert!(rows.contains("secret_in_commit"), "the rows were read");
+    for form in secret_forms() {
+        assert!(!rows.contains(&form), "a stored row holds {form}");
+        for c in w.receiver.received() {
+            assert!(
+                !String::from_utf8_lossy(&c.body).contains(&form),
+                "a callback holds {form}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn push_protection_on_sqlite() {
+    push_protection_stops_secrets_before_they_reach_the_remote(false).await;
+}
+
+#[tokio::test]
+async fn push_protection_on_postgres() {
+    push_protection_stops_secrets_before_they_reach_the_remote(true).await;
 }

@@ -2,8 +2,9 @@
 //! the default) behind the ports of `rdev-core`. It owns SQL and connection handling and
 //! must not know about HTTP or agents.
 //!
-//! [`SqlStore`] implements `TaskStore`, `WorkQueue`, `ProjectStore`, `OutboxStore` and
-//! `RetentionStore` ([`retention`]) on either backend; `docs/queue.md` explains the queue's
+//! [`SqlStore`] implements `TaskStore`, `WorkQueue`, `ProjectStore`, `OutboxStore`,
+//! `RetentionStore` ([`retention`]) and `UsageStore` (model usage per attempt) on either
+//! backend; `docs/queue.md` explains the queue's
 //! guarantees. [`SqlSecretRepository`] and [`SqlTokenStore`] hold the credential store's
 //! and the API tokens' tables.
 
@@ -17,6 +18,7 @@ pub mod secrets;
 mod sql;
 pub mod store;
 mod tokens;
+mod usage;
 
 pub use clock::DatabaseClock;
 pub use db::{Backend, Db, DbError};

@@ -23,7 +23,8 @@ use crate::{
 };
 
 const PROJECT_COLS: &str = "name, repo_url, default_branch, template, woodpecker_repo_id, \
-     deploy_url_pattern, provider, secrets, created_repo";
+     deploy_url_pattern, provider, secrets, network_allow, max_cost_usd, max_tokens, \
+     push_protection, push_protection_allow, created_repo";
 
 /// Why an undelivered callback of a deleted project's task was given up on.
 const DELETED_CALLBACK_ERROR: &str =
@@ -38,8 +39,10 @@ fn project_not_found(name: &str) -> StoreError {
 
 impl SqlStore {
     /// Runs `sql` with the project's fields as `$1..$7`, now as `$8`, the secrets plan as
-    /// `$9` and, with `created_repo`, that field as `$10` (only an insert sets it); rows
-    /// affected.
+    /// `$9`, the gateway settings (`network_allow`, `max_cost_usd`, `max_tokens`) as
+    /// `$10..$12`, push protection (`push_protection`, `push_protection_allow`) as
+    /// `$13..$14` and, with `created_repo`, that field as `$15` (only an insert sets it);
+    /// rows affected.
     async fn write_project(
         &self,
         sql: &str,
@@ -57,7 +60,12 @@ impl SqlStore {
                 .bind(p.deploy_url_pattern.as_deref())
                 .bind(p.provider.as_ref().map(|v| v.as_str()))
                 .bind(now)
-                .bind(sqlx::types::Json(&p.secrets));
+                .bind(sqlx::types::Json(&p.secrets))
+                .bind(sqlx::types::Json(&p.network_allow))
+                .bind(p.max_cost_usd)
+                .bind(p.max_tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+                .bind(p.push_protection.as_str())
+                .bind(sqlx::types::Json(&p.push_protection_allow));
             let q = if created_repo { q.bind(p.created_repo.as_deref()) } else { q };
             q.execute(pool).await?.rows_affected()
         }))
@@ -69,7 +77,7 @@ impl ProjectStore for SqlStore {
     async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO projects ({PROJECT_COLS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $8, $8)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13, $14, $15, $8, $8)"
         );
         self.write_project(&sql, p, true)
             .await
@@ -102,7 +110,9 @@ impl ProjectStore for SqlStore {
     async fn update_project(&self, p: &Project) -> Result<(), StoreError> {
         let sql = "UPDATE projects SET repo_url = $2, default_branch = $3, template = $4, \
                    woodpecker_repo_id = $5, deploy_url_pattern = $6, provider = $7, \
-                   secrets = $9, updated_at = $8 WHERE name = $1";
+                   secrets = $9, network_allow = $10, max_cost_usd = $11, max_tokens = $12, \
+                   push_protection = $13, push_protection_allow = $14, updated_at = $8 \
+                   WHERE name = $1";
         if self.write_project(sql, p, false).await.map_err(db_err)? == 0 {
             return Err(project_not_found(p.name.as_str()));
         }

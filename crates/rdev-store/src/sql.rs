@@ -181,6 +181,11 @@ pub struct ProjectRow {
     pub deploy_url_pattern: Option<String>,
     pub provider: Option<String>,
     pub secrets: Json<InjectionPlan>,
+    pub network_allow: Json<Vec<String>>,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens: Option<i64>,
+    pub push_protection: String,
+    pub push_protection_allow: Json<Vec<String>>,
     pub created_repo: Option<String>,
 }
 
@@ -201,6 +206,11 @@ impl ProjectRow {
                 .map_err(corrupt)?,
             secrets: self.secrets.0,
             created_repo: self.created_repo,
+            network_allow: self.network_allow.0,
+            max_cost_usd: self.max_cost_usd,
+            max_tokens: self.max_tokens.map(|t| u64::try_from(t).unwrap_or(0)),
+            push_protection: self.push_protection.parse().map_err(corrupt)?,
+            push_protection_allow: self.push_protection_allow.0,
         })
     }
 }

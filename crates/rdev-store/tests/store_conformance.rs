@@ -158,11 +158,18 @@ async fn projects_round_trip_and_report_conflicts_and_missing_names(t: TestDb) {
     t.store.create_project(&p).await.unwrap();
     assert_eq!(t.store.get_project(&p.name).await.unwrap(), p);
     assert_eq!(
+        p.push_protection,
+        rdev_core::PushProtection::Block,
+        "push protection blocks unless a project says otherwise"
+    );
+    assert_eq!(
         t.store.create_project(&p).await.unwrap_err().code(),
         "conflict"
     );
     p.default_branch = "trunk".into();
     p.provider = None;
+    p.push_protection = rdev_core::PushProtection::Warn;
+    p.push_protection_allow = vec!["tests/fixtures/**".into(), "*.pem".into()];
     p.created_repo = Some("/elsewhere/mine.git".into());
     t.store.update_project(&p).await.unwrap();
     p.created_repo = Some("/srv/git/site.git".into());

@@ -96,8 +96,20 @@ fn looks_secret(name: &str) -> bool {
         .any(|w| name.to_ascii_uppercase().contains(w))
 }
 
+/// The gateway a local run's model calls go through, when the request holds a grant for
+/// it: the kubectl transport's pod cannot reach rdev's socket and keeps its own setup.
+fn gateway<'a>(
+    config: &'a ClaudeCodeConfig,
+    request: &'a AgentRequest,
+) -> Option<(&'a crate::sandbox::GatewayLink, &'a SecretString)> {
+    let link = config.sandbox.gateway.as_ref()?;
+    let grant = request.model_grant.as_ref()?;
+    (config.transport == super::config::TransportConfig::Local).then_some((link, &grant.token))
+}
+
 /// The variables rdev sets, in increasing precedence: fixed flags, the per-workdir config
-/// dir, configured env, request env.
+/// dir, configured env, request env; with a gateway grant, every model credential, endpoint
+/// and proxy among them is replaced by the gateway's (the agent never holds a real key).
 fn run_env(
     config: &ClaudeCodeConfig,
     request: &AgentRequest,
@@ -125,6 +137,10 @@ fn run_env(
         check_env_name(k).map_err(|e| invalid("env", e.to_string()))?;
         env.insert(k.clone(), v.clone());
     }
+    if let Some((link, token)) = gateway(config, request) {
+        env.retain(|k, _| !crate::sandbox::bypasses_gateway(k));
+        env.extend(link.agent_env(config.sandbox.mode, token));
+    }
     Ok(env.into_iter().collect())
 }
 
@@ -149,14 +165,20 @@ pub async fn run(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + request.timeout;
     let env = run_env(ctx.config, &request)?;
-    let inherited = crate::env::inherited(&ctx.config.inherit_env);
-    // Redact what the configuration and the request supplied, and inherited variables
-    // whose names say they are credentials; rdev's own flags and paths are not secrets.
+    let mut inherited = crate::env::inherited(&ctx.config.inherit_env);
+    let grant_token = gateway(ctx.config, &request).map(|(_, token)| token);
+    if grant_token.is_some() {
+        inherited.retain(|(k, _)| !k.to_str().is_some_and(crate::sandbox::bypasses_gateway));
+    }
+    // Redact what the configuration and the request supplied, the gateway token, and
+    // inherited variables whose names say they are credentials; rdev's own flags and paths
+    // are not secrets.
     let redactor = EventRedactor::new(
         ctx.config
             .env
             .values()
             .chain(request.env.values())
+            .chain(grant_token)
             .map(SecretString::expose)
             .chain(
                 inherited

@@ -17,7 +17,7 @@ use super::config::{ConfigError, KubectlConfig};
 use crate::{
     common::invalid,
     process,
-    sandbox::{Mounts, Sandbox, SandboxMode, Scratch},
+    sandbox::{Mounts, Relay, Sandbox, SandboxMode, Scratch},
 };
 
 /// The first stdout line of the kubectl wrapper: `rdev-remote-pid <pid>`.
@@ -164,6 +164,10 @@ impl Transport for LocalTransport {
                     read_only: launch.read_only,
                     chdir: launch.workdir,
                 };
+                let relay = match &self.sandbox.config().gateway {
+                    Some(link) => Some(Relay::for_link(link)?),
+                    None => None,
+                };
                 let command = Sandbox::command(
                     &bwrap,
                     &launch.bin,
@@ -172,6 +176,7 @@ impl Transport for LocalTransport {
                     &scratch,
                     env,
                     &self.sandbox.config().read_only,
+                    relay.as_ref(),
                 );
                 (command, Some(scratch))
             }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path, pin::Pin, time::Duration};
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
-use rdev_core::{AgentError, ErrorCode, SecretString};
+use rdev_core::{error::error_chain, AgentError, ErrorCode, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -154,14 +154,26 @@ impl OpenCodeClient {
         auth: Option<(String, SecretString)>,
         request_timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Unreachable {
-                method: "INIT",
-                path: String::new(),
-                reason: e.to_string(),
-            })?;
+        Self::with_socket(base, None, auth, request_timeout)
+    }
+
+    /// The same, reaching the server through the Unix socket `socket` when given (a
+    /// sandboxed server, whose relay carries the connection to `base` inside).
+    pub fn with_socket(
+        base: reqwest::Url,
+        socket: Option<&Path>,
+        auth: Option<(String, SecretString)>,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(socket) = socket {
+            builder = builder.unix_socket(socket);
+        }
+        let http = builder.build().map_err(|e| ClientError::Unreachable {
+            method: "INIT",
+            path: String::new(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             http,
             base,
@@ -429,18 +441,6 @@ pub fn snippet(body: &str) -> String {
     } else {
         flat
     }
-}
-
-/// An error with its sources, so "error sending request" also says "connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

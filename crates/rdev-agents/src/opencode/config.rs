@@ -238,9 +238,15 @@ impl OpenCodeConfig {
     }
 
     /// A redactor for every secret of this configuration (password, server env, inline
-    /// server config) plus `server_password`, the password a supervised server actually
-    /// uses. Built once per adapter: none of them change while it runs.
+    /// server config, the gateway's server token) plus `server_password`, the password a
+    /// supervised server actually uses. Built once per adapter: none of them change while it runs.
     pub fn redactor(&self, server_password: Option<&SecretString>) -> EventRedactor {
+        let gateway_token = self
+            .server
+            .sandbox
+            .gateway
+            .as_ref()
+            .and_then(|g| g.server_token.as_ref());
         EventRedactor::new(
             self.server
                 .env
@@ -248,6 +254,7 @@ impl OpenCodeConfig {
                 .chain(&self.password)
                 .chain(&self.server.config_content)
                 .chain(server_password)
+                .chain(gateway_token)
                 .map(SecretString::expose),
         )
     }

@@ -133,6 +133,10 @@ pub(super) async fn run(
         },
     };
     run.session = Some(session.clone());
+    // The server's model calls carry the session id: from now on they are this run's.
+    if let Some(grant) = &request.model_grant {
+        grant.sessions.attribute(&session);
+    }
     session_tx.send_replace(Some(session.clone()));
     let mut mapper = EventMapper::new();
     if request.session_id.is_some() {

@@ -7,7 +7,7 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
@@ -31,7 +31,7 @@ use super::{
 use crate::{
     process::{spawn_in_group, BoundedCapture, GroupChild},
     redact::EventRedactor,
-    sandbox::{Mounts, Sandbox, SandboxMode, Scratch},
+    sandbox::{bypasses_gateway, Mounts, Relay, Sandbox, SandboxMode, Scratch},
 };
 
 /// How much of the server's stderr is kept for error messages.
@@ -45,12 +45,14 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(60);
 pub enum ServerState {
     /// A server process is starting (or about to be restarted).
     Starting,
-    /// The server answers at `url`.
+    /// The server answers at `url` (through `socket`, when set: a sandboxed server with
+    /// a network of its own is reached through its relay's Unix socket).
     Ready {
         url: reqwest::Url,
         pid: u32,
         /// Counts starts: 1 for the first server, 2 after the first restart, ...
         generation: u32,
+        socket: Option<PathBuf>,
     },
     /// The last server died or never became ready; a restart follows.
     Down { reason: String },
@@ -159,14 +161,27 @@ impl OpenCodeServer {
         &self,
         timeout: Duration,
     ) -> Result<(reqwest::Url, u32), SupervisorError> {
+        self.wait_endpoint(timeout)
+            .await
+            .map(|(url, generation, _)| (url, generation))
+    }
+
+    /// [`Self::wait_ready`], with the Unix socket the server is reached through, if any.
+    pub async fn wait_endpoint(
+        &self,
+        timeout: Duration,
+    ) -> Result<(reqwest::Url, u32, Option<PathBuf>), SupervisorError> {
         let mut rx = self.state.clone();
         let mut last = String::from("still starting");
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 match rx.borrow_and_update().clone() {
                     ServerState::Ready {
-                        url, generation, ..
-                    } => return Ok((url, generation)),
+                        url,
+                        generation,
+                        socket,
+                        ..
+                    } => return Ok((url, generation, socket)),
                     ServerState::Stopped => return Err(SupervisorError::Stopped),
                     ServerState::Down { reason } => last = reason,
                     ServerState::Starting => {}
@@ -256,10 +271,27 @@ impl Supervisor {
 
     /// The server's command: `opencode serve` inside the sandbox (unless configured off),
     /// seeing its state directory and the task roots read-write. The returned scratch
-    /// directory (the sandbox's `HOME` and `/tmp`) must live as long as the process.
-    async fn command(&self) -> Result<(Command, Option<Scratch>), String> {
+    /// directory (the sandbox's `HOME` and `/tmp`) must live as long as the process; the
+    /// returned socket, when set, is where the server is reached (through its relay).
+    ///
+    /// With rdev's gateway, the server's model calls go there with the gateway's server
+    /// token (every model credential and proxy of its environment is dropped), and each
+    /// run attributes its session to its attempt's grant.
+    async fn command(&self) -> Result<(Command, Option<Scratch>, Option<PathBuf>), String> {
         let server = &self.config.server;
-        let args: Vec<String> = ["serve", "--hostname", "127.0.0.1", "--port", "0"]
+        let mode = self.sandbox.mode();
+        let gateway = server
+            .sandbox
+            .gateway
+            .as_ref()
+            .and_then(|g| g.server_token.as_ref().map(|t| (g, t)));
+        let relayed = gateway.is_some() && mode == SandboxMode::Bubblewrap;
+        let port = if relayed {
+            SANDBOX_PORT.to_string()
+        } else {
+            "0".into()
+        };
+        let args: Vec<String> = ["serve", "--hostname", "127.0.0.1", "--port", &port]
             .into_iter()
             .map(str::to_owned)
             .collect();
@@ -287,11 +319,22 @@ impl Supervisor {
         for (name, value) in &server.env {
             set(name, OsStr::new(value.expose()));
         }
-        let (mut cmd, scratch) = match self.sandbox.mode() {
+        if let Some((link, token)) = gateway {
+            env.retain(|(k, _)| !k.to_str().is_some_and(bypasses_gateway));
+            let base = format!("{}/v1", link.base_url(mode));
+            let content = gateway_config(server.config_content.as_ref(), &base, token)?;
+            env.push(("OPENCODE_CONFIG_CONTENT".into(), content.into()));
+            for (k, v) in link.agent_env(mode, token) {
+                env.push((k.into(), v.expose().into()));
+            }
+            // The AI SDK's Anthropic provider expects the version in its base URL.
+            env.push(("ANTHROPIC_BASE_URL".into(), base.into()));
+        }
+        let (mut cmd, scratch, socket) = match mode {
             SandboxMode::None => {
                 let mut cmd = Command::new(&self.bin);
                 cmd.args(&args).current_dir(&workdir).env_clear().envs(env);
-                (cmd, None)
+                (cmd, None, None)
             }
             SandboxMode::Bubblewrap => {
                 let bwrap = self.sandbox.check().await.map_err(|e| e.to_string())?;
@@ -306,19 +349,39 @@ impl Supervisor {
                     chdir: workdir,
                 };
                 let extra = &self.sandbox.config().read_only;
-                let cmd = Sandbox::command(&bwrap, &self.bin, &args, &mounts, &scratch, env, extra);
-                (cmd, Some(scratch))
+                let (relay, socket) = match gateway {
+                    Some((link, _)) => {
+                        let io = scratch.path().join("io");
+                        std::fs::create_dir(&io).map_err(|e| e.to_string())?;
+                        let mut relay = Relay::for_link(link).map_err(|e| e.to_string())?;
+                        relay.io_dir = Some(io.clone());
+                        relay.expose = vec![(SOCKET_NAME.to_owned(), SANDBOX_PORT)];
+                        (Some(relay), Some(io.join(SOCKET_NAME)))
+                    }
+                    None => (None, None),
+                };
+                let cmd = Sandbox::command(
+                    &bwrap,
+                    &self.bin,
+                    &args,
+                    &mounts,
+                    &scratch,
+                    env,
+                    extra,
+                    relay.as_ref(),
+                );
+                (cmd, Some(scratch), socket)
             }
         };
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Ok((cmd, scratch))
+        Ok((cmd, scratch, socket))
     }
 
     /// Runs one server process until it dies (`Some(reason)`) or supervision stops (`None`).
     async fn serve_once(&self, generation: u32) -> Option<String> {
-        let (mut command, _scratch) = match self.command().await {
+        let (mut command, _scratch, socket) = match self.command().await {
             Ok(c) => c,
             Err(e) => return Some(format!("cannot start opencode serve: {e}")),
         };
@@ -339,7 +402,7 @@ impl Supervisor {
         let timeout = self.config.availability_timeout;
         let ready = tokio::select! {
             _ = self.stop.cancelled() => Err(None),
-            r = self.await_ready(&mut lines, timeout) => r.map_err(Some),
+            r = self.await_ready(&mut lines, timeout, socket.as_deref()) => r.map_err(Some),
         };
         let url = match ready {
             Ok(url) => url,
@@ -357,6 +420,7 @@ impl Supervisor {
             url,
             pid,
             generation,
+            socket,
         });
         // Keep draining stdout so the server never blocks on a full pipe.
         let drain = tokio::spawn(async move {
@@ -395,6 +459,7 @@ impl Supervisor {
         &self,
         lines: &mut tokio::io::Lines<BufReader<ChildStdout>>,
         timeout: Duration,
+        socket: Option<&Path>,
     ) -> Result<reqwest::Url, String> {
         let start = Instant::now();
         let url = tokio::time::timeout(timeout, async {
@@ -413,8 +478,9 @@ impl Supervisor {
         .await
         .map_err(|_| format!("no 'listening on' line after {timeout:?}"))??;
         let auth = Some((self.username.clone(), self.password.clone()));
-        let client = OpenCodeClient::new(url.clone(), auth, self.config.request_timeout)
-            .map_err(|e| e.to_string())?;
+        let client =
+            OpenCodeClient::with_socket(url.clone(), socket, auth, self.config.request_timeout)
+                .map_err(|e| e.to_string())?;
         let left = timeout.saturating_sub(start.elapsed());
         match client.wait_available(left, &self.stop).await {
             Ok(_) => Ok(url),
@@ -455,6 +521,38 @@ fn stderr_tail(text: &str, redactor: &EventRedactor, password: &SecretString) ->
     } else {
         tail
     }
+}
+
+/// The port `opencode serve` listens on inside a sandbox with a network of its own (it is
+/// alone there; its relay carries rdev's calls to it).
+const SANDBOX_PORT: u16 = 4096;
+
+/// The relay's socket for rdev's calls, in the sandbox's io directory.
+const SOCKET_NAME: &str = "opencode.sock";
+
+/// `configured` (the inline OpenCode configuration, if any) with the Anthropic provider
+/// pointed at rdev's gateway: `base` and the gateway's server token as its key. The
+/// inline configuration is OpenCode's last layer, so it wins over a configuration file.
+fn gateway_config(
+    configured: Option<&SecretString>,
+    base: &str,
+    token: &SecretString,
+) -> Result<String, String> {
+    let mut config: serde_json::Value = match configured {
+        Some(c) => serde_json::from_str(c.expose())
+            .map_err(|e| format!("agents.opencode.server.config_content is not JSON: {e}"))?,
+        None => serde_json::json!({}),
+    };
+    if !config.is_object() {
+        return Err("agents.opencode.server.config_content must be a JSON object".into());
+    }
+    let options = &mut config["provider"]["anthropic"]["options"];
+    if !options.is_object() && !options.is_null() {
+        return Err("provider.anthropic.options must be an object".into());
+    }
+    options["baseURL"] = serde_json::json!(base);
+    options["apiKey"] = serde_json::json!(token.expose());
+    Ok(config.to_string())
 }
 
 /// The URL in `opencode server listening on http://127.0.0.1:PORT`.

@@ -1,10 +1,11 @@
 //! `POST /project/{name}/build`: validate everything that can be checked before work starts
-//! (project, template and variables, prompt and timeout, provider, callback URL, body
-//! size), then insert the task and its queue row in one transaction and answer
-//! `202 {"task_id","status":"queued"}` at once. `Idempotency-Key` returns the same task for
-//! the same request, and refuses (422 `idempotency_key_reused`) a different request under a
-//! key already used: requests are compared by [`BuildSpec::fingerprint`] of the validated
-//! spec, so layout, key order and explicit defaults do not count as differences.
+//! (project, template and variables, prompt and timeout, provider and its model
+//! credentials, callback URL, body size), then insert the task and its queue row in one
+//! transaction and answer `202 {"task_id","status":"queued"}` at once. `Idempotency-Key`
+//! returns the same task for the same request, and refuses (422 `idempotency_key_reused`) a
+//! different request under a key already used: requests are compared by
+//! [`BuildSpec::fingerprint`] of the validated spec, so layout, key order and explicit
+//! defaults do not count as differences.
 
 use axum::{
     extract::{rejection::JsonRejection, State},
@@ -18,7 +19,7 @@ use rdev_core::{BuildSpec, NewTask};
 use serde_json::{json, Value};
 
 use super::{projects::parse_name, ApiError, AppState};
-use crate::callbacks::url_policy::check_url;
+use crate::{callbacks::url_policy::check_url, doctor::credentials::check_configured};
 
 /// Build routes.
 pub fn router() -> Router<AppState> {
@@ -132,6 +133,15 @@ fn validate_spec(
                 ),
             ));
         }
+    }
+    // The provider the worker will use: the request's, the project's, else the default.
+    let resolved = match provider {
+        Some(p) => Some(p.to_string()),
+        None => state.registry.list().first().map(ToString::to_string),
+    };
+    if let Some(id) = resolved {
+        check_configured(&state.config, &id)
+            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
     }
     Ok(spec)
 }

@@ -29,8 +29,8 @@ use tower_http::trace::TraceLayer;
 
 pub use self::error::ApiError;
 use crate::{
-    cancels::TaskCancels, config::Config, git::GitWorkspaces, metrics::Metrics,
-    secrets::SecretService, templates::TemplateRegistry, tokens::TokenService,
+    cancels::TaskCancels, config::Config, doctor::readiness::Readiness, git::GitWorkspaces,
+    metrics::Metrics, secrets::SecretService, templates::TemplateRegistry, tokens::TokenService,
 };
 pub use rdev_core::Store;
 
@@ -48,6 +48,8 @@ pub struct AppState {
     pub git: GitWorkspaces,
     /// The code agents this node can run.
     pub registry: Arc<ProviderRegistry>,
+    /// Whether each provider can take a build (`GET /agents`, `/readyz`).
+    pub readiness: Readiness,
     /// Cancellation of tasks running on this node.
     pub cancels: TaskCancels,
     /// Prometheus metrics.

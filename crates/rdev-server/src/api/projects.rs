@@ -2,7 +2,7 @@
 //! every bad field is a 422 naming the field. Names are checked by `rdev_core::ProjectName`,
 //! the other fields by [`validate`] below, uniqueness by the store.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{rejection::JsonRejection, State},
@@ -12,7 +12,9 @@ use axum::{
 };
 
 use super::extract::Path;
-use rdev_core::{secrets::InjectionPlan, ErrorCode, Project, ProjectName, ValidationError};
+use rdev_core::{
+    secrets::InjectionPlan, ErrorCode, Project, ProjectName, PushProtection, ValidationError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,7 +22,8 @@ use super::{ApiError, AppState};
 use crate::{
     callbacks::keys::rotate_signing_secret,
     git::{GitEnv, GitError, GitWorkspaces},
-    projects::{delete_project, initialise_repository},
+    projects::{delete_project, initialise_repository, InitError},
+    scan::{rdev_secrets, Scanner},
 };
 
 /// Project routes.
@@ -59,6 +62,20 @@ struct CreateBody {
     /// checked by [`validate`].
     #[serde(default)]
     secrets: InjectionPlan,
+    /// `block` (default) or `warn`: what a secret found in a build's commits does.
+    #[serde(default)]
+    push_protection: PushProtection,
+    /// Glob patterns of known test fixtures; checked by [`validate`].
+    #[serde(default)]
+    push_protection_allow: Vec<String>,
+    /// `host:port` the project's agents may reach through the egress proxy.
+    #[serde(default)]
+    network_allow: Vec<String>,
+    /// The default budget of the project's builds.
+    #[serde(default)]
+    max_cost_usd: Option<f64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
 }
 
 fn invalid(e: &ValidationError) -> ApiError {
@@ -92,10 +109,13 @@ fn has_credentials(url: &str) -> bool {
 }
 
 /// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
-/// id, a deploy URL pattern with known placeholders, and a secret plan that sets no fenced
-/// variable and names no reserved secret (`InjectionPlan::validate`).
+/// id, a deploy URL pattern with known placeholders, a secret plan that sets no fenced
+/// variable and names no reserved secret (`InjectionPlan::validate`), and a push
+/// protection allow-list of supported patterns (`rdev_core::AllowPattern`).
 fn validate(p: &Project) -> Result<(), ApiError> {
     p.secrets.validate().map_err(|e| invalid(&e))?;
+    p.push_protection_allow().map_err(|e| invalid(&e))?;
+    p.validate_gateway().map_err(|e| invalid(&e))?;
     let url = p.repo_url.trim();
     if url.is_empty()
         || url.len() > 2048
@@ -142,6 +162,15 @@ fn validate(p: &Project) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The scanner for the first commit of a new project: rdev's own secrets and the rule
+/// set, with the project's allow-list (no build has handed out anything yet).
+fn push_scanner(state: &AppState, p: &Project) -> Result<Arc<Scanner>, ApiError> {
+    let allow = p.push_protection_allow().map_err(|e| invalid(&e))?;
+    let own = rdev_secrets(&state.config);
+    let known = own.iter().map(|(k, v)| (k.as_str(), v.expose()));
+    Ok(Arc::new(Scanner::new(known, allow)))
+}
+
 fn to_json(p: &Project) -> Value {
     json!(p)
 }
@@ -176,6 +205,11 @@ async fn create(
             .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
             .transpose()?,
         secrets: body.secrets,
+        push_protection: body.push_protection,
+        push_protection_allow: body.push_protection_allow,
+        network_allow: body.network_allow,
+        max_cost_usd: body.max_cost_usd,
+        max_tokens: body.max_tokens,
     };
     validate(&project)?;
     state.check_template(project.template.as_deref())?;
@@ -227,11 +261,17 @@ async fn create(
                 &vars,
                 &state.config.author(),
                 &GitEnv::default(),
+                push_scanner(&state, &project)?,
             )
             .await
             .map_err(|e| {
+                // A secret in the variables is the request's fault, not the remote's.
+                let status = match e {
+                    InitError::SecretInCommit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
                 ApiError::new(
-                    StatusCode::BAD_GATEWAY,
+                    status,
                     e.code(),
                     format!("could not initialise the repository: {e}"),
                 )

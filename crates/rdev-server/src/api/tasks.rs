@@ -111,6 +111,11 @@ async fn show(
             "expired_at": c.expired_at,
         }))
         .collect::<Vec<_>>());
+    // Model usage as the gateway metered it: totals, and per attempt and model.
+    let usage = state.store.task_usage(id).await?;
+    let mut metered = json!(rdev_core::UsageTotal::of(&usage));
+    metered["by_attempt"] = json!(usage);
+    body["usage"] = metered;
     Ok(Json(body))
 }
 

@@ -34,6 +34,27 @@ pub(super) fn is_config_env(rest: &str) -> bool {
         .any(|k| k.eq_ignore_ascii_case(top))
 }
 
+/// The configuration path of an `RDEV_*` variable (prefix gone, `__` already `.`): every
+/// part lower-cased, so `WORKER_CONCURRENCY` finds `worker_concurrency`, except the part
+/// right after an `env` table, which names an environment variable and keeps its case:
+/// `AGENTS.CLAUDE_CODE.ENV.ANTHROPIC_API_KEY` is `agents.claude_code.env.ANTHROPIC_API_KEY`.
+pub(super) fn env_key_path(key: &str) -> String {
+    let mut after_env = false;
+    let parts: Vec<String> = key
+        .split('.')
+        .map(|part| {
+            let keep = std::mem::replace(&mut after_env, part.eq_ignore_ascii_case("env"));
+            if keep {
+                after_env = false;
+                part.to_owned()
+            } else {
+                part.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    parts.join(".")
+}
+
 /// `RDEV_*` variables in this process's environment that are neither configuration nor read
 /// elsewhere by rdev, each with the key it probably meant.
 pub fn ignored_env_vars() -> Vec<(String, Option<String>)> {
@@ -273,6 +294,51 @@ mod tests {
     }
 
     #[test]
+    fn config_env_keeps_the_case_of_variable_names_below_env_tables() {
+        assert_eq!(
+            env_key_path("AGENTS.CLAUDE_CODE.ENV.ANTHROPIC_API_KEY"),
+            "agents.claude_code.env.ANTHROPIC_API_KEY"
+        );
+        assert_eq!(env_key_path("WORKER_CONCURRENCY"), "worker_concurrency");
+        assert_eq!(env_key_path("AGENTS.SANDBOX"), "agents.sandbox");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_API_KEY",
+                "sk-test-1",
+            );
+            jail.set_env(
+                "RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_BASE_URL",
+                "http://x",
+            );
+            jail.set_env(
+                "RDEV_AGENTS__OPENCODE__SERVER__ENV__OPENAI_API_KEY",
+                "sk-test-2",
+            );
+            jail.set_env("RDEV_AGENTS__SANDBOX", "none");
+            jail.create_file(
+                "rdev.toml",
+                "[agents.claude_code.env]\nCLAUDE_CODE_MAX_RETRIES = \"0\"\n",
+            )?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let env = &c.agents.claude_code.env;
+            let names: Vec<&str> = env.keys().map(String::as_str).collect();
+            assert_eq!(
+                names,
+                [
+                    "ANTHROPIC_API_KEY",
+                    "ANTHROPIC_BASE_URL",
+                    "CLAUDE_CODE_MAX_RETRIES"
+                ]
+            );
+            assert_eq!(env["ANTHROPIC_API_KEY"].expose(), "sk-test-1");
+            let server_env = &c.agents.opencode.server.env;
+            assert_eq!(server_env["OPENAI_API_KEY"].expose(), "sk-test-2");
+            assert_eq!(c.agents.sandbox, rdev_agents::sandbox::SandboxMode::None);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn config_load_makes_the_default_paths_absolute() {
         figment::Jail::expect_with(|jail| {
             let c = Config::load(None).map_err(|e| e.to_string())?;
@@ -373,6 +439,7 @@ mod tests {
         let tables = [
             ("agents", struct_fields::<AgentsConfig>()),
             ("woodpecker", struct_fields::<Option<WoodpeckerConfig>>()),
+            ("gateway", struct_fields::<super::super::GatewayConfig>()),
         ];
         let mut wanted: Vec<String> = struct_fields::<Config>()
             .iter()

@@ -41,6 +41,7 @@ impl Config {
         opencode.bin.iter_mut().for_each(command);
         opencode.server.state_dir.iter_mut().for_each(abs);
         opencode.server.config_file.iter_mut().for_each(abs);
+        self.gateway.relay_bin.iter_mut().for_each(command);
     }
 
     /// Sets `database_url` from a command-line flag, a `sqlite:` path made absolute against

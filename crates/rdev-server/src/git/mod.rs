@@ -17,7 +17,9 @@
 //!   listed for the housekeeping sweep.
 //! - [`spares`]: checkouts made ahead of time, keyed by commit.
 //! - [`workspace`]: one task's checkout: status, commit, push.
+//! - [`changes`]: what a push would send, read from the object store for push protection.
 
+mod changes;
 mod cleanup;
 mod command;
 mod spares;
@@ -25,10 +27,11 @@ mod workspace;
 mod workspaces;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use std::time::Duration;
 
+pub use changes::{ChangeLimits, ChangedFile, Unpushed};
 pub use cleanup::CheckoutEntry;
 use rdev_core::ErrorCode;
 pub use workspace::Workspace;

@@ -43,6 +43,17 @@ pub struct Injection {
     pub git_env: Vec<(String, String)>,
     /// Replaces every injected value and its encodings.
     pub redactor: Redactor,
+    /// Every value handed out with the name it goes by (the variable, or `git token`): the
+    /// values `redactor` covers, for push protection to look for by name.
+    known: Vec<(String, SecretString)>,
+}
+
+impl Injection {
+    /// `(name, value)` for every value handed to the build: environment values under
+    /// their variable's name, the git token and the header that carries it as `git token`.
+    pub fn known_values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.known.iter().map(|(k, v)| (k.as_str(), v.expose()))
+    }
 }
 
 impl fmt::Debug for Injection {
@@ -418,28 +429,30 @@ impl SecretService {
     ) -> Result<Injection, SecretError> {
         plan.validate()?;
         let mut env = Vec::with_capacity(plan.env.len());
-        let mut redact: Vec<SecretString> = Vec::new();
+        let mut known: Vec<(String, SecretString)> = Vec::new();
         for (var, name) in &plan.env {
             let value = self.read_for_project(project, name, actor).await?;
-            redact.push(value.clone());
+            known.push((var.clone(), value.clone()));
             env.push((var.clone(), value));
         }
         let mut git = Vec::new();
         if let Some(name) = &plan.git_token {
+            const GIT_TOKEN: &str = "git token";
             let token = self.read_for_project(project, name, actor).await?;
             git = git_env(&token, remote_url);
             let header = git_auth_header_value(&token);
             if let Some(b64) = header.expose().strip_prefix("Basic ") {
-                redact.push(SecretString::new(b64));
+                known.push((GIT_TOKEN.to_owned(), SecretString::new(b64)));
             }
-            redact.push(header);
-            redact.push(token);
+            known.push((GIT_TOKEN.to_owned(), header));
+            known.push((GIT_TOKEN.to_owned(), token));
         }
-        let redactor = Redactor::new(redact.iter().map(SecretString::expose));
+        let redactor = Redactor::new(known.iter().map(|(_, v)| v.expose()));
         Ok(Injection {
             env,
             git_env: git,
             redactor,
+            known,
         })
     }
 

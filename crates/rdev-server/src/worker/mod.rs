@@ -4,6 +4,8 @@
 //! It owns scheduling only; what a build does is in [`task`].
 
 mod events;
+mod metering;
+mod push_protection;
 mod task;
 
 use std::{sync::Arc, time::Duration};
@@ -32,6 +34,8 @@ pub struct WorkerDeps {
     pub outbox_wakeup: Arc<tokio::sync::Notify>,
     pub woodpecker: Option<Woodpecker>,
     pub config: Arc<Config>,
+    /// The model gateway: each attempt gets a grant (its token) from it.
+    pub gateway: crate::gateway::Gateway,
 }
 
 /// How a pool schedules.

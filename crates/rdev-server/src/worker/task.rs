@@ -12,7 +12,11 @@ use rdev_core::{
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{events, WorkerDeps};
+use super::{
+    events, metering,
+    push_protection::{self, Verdict},
+    WorkerDeps,
+};
 use crate::{
     git::{GitEnv, Workspace},
     projects::render_initial_commit,
@@ -277,6 +281,13 @@ async fn build_in(
         Ok(a) => a,
         Err(e) => return failed(e, false),
     };
+    // The API checked this node's view; credentials may have gone since (another node's
+    // configuration, a restart): fail with the API's code, not the agent CLI's words.
+    let configured =
+        crate::doctor::credentials::check_configured(&deps.config, agent.provider().as_str());
+    if let Err(e) = configured {
+        return failed(format!("{}: {e}", e.code()), false);
+    }
     let mut request = AgentRequest::new(spec.prompt.clone(), ws.dir.clone(), spec.timeout());
     request.read_only_paths = ws.agent_read_only_paths();
     request.model = spec.model.clone();
@@ -288,6 +299,21 @@ async fn build_in(
     )
     .await;
 
+    // The agent's model key: valid while this attempt runs, within the task's budget.
+    let provider_id = agent.provider();
+    let grant = match metering::grant(
+        deps.store.as_ref(),
+        &deps.gateway,
+        task,
+        &cx.project,
+        provider_id.as_str(),
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(e) => return failed(e, true),
+    };
+    request.model_grant = Some(grant.model_grant());
     let (sink, forwarder) =
         events::forward(Arc::clone(&deps.store), task.id, injection.redactor.clone());
     let run_id = request.run_id;
@@ -295,6 +321,14 @@ async fn build_in(
     tokio::pin!(exec);
     let result = tokio::select! {
         r = &mut exec => r,
+        _ = grant.exhausted() => {
+            // The gateway refuses the agent's calls from now on; stop it rather than let
+            // it run on without a model.
+            let _ = agent.cancel(run_id).await;
+            let _ = exec.await;
+            let _ = forwarder.await;
+            return metering::budget_exceeded(&grant);
+        }
         _ = cx.stop.cancelled() => {
             let _ = agent.cancel(run_id).await;
             let _ = exec.await;
@@ -303,6 +337,10 @@ async fn build_in(
         }
     };
     let _ = forwarder.await;
+    if metering::exhausted_after_run(&grant).await {
+        return metering::budget_exceeded(&grant);
+    }
+    drop(grant);
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -316,12 +354,20 @@ async fn build_in(
     if cx.stop.is_cancelled() {
         return BuildOutcome::Stopped;
     }
-    let agent_json = json!({
+    let mut agent_json = json!({
         "provider": agent.provider(),
         "session_id": result.session_id,
         "num_turns": result.num_turns,
         "usage": result.usage,
     });
+    // What the gateway metered is the task's cost; the agent's own estimate stays in
+    // `agent` (and is the cost when nothing went through the gateway).
+    let mut result = result;
+    if let Some((usage, cost)) = metering::usage_json(deps.store.as_ref(), task).await {
+        agent_json["reported_cost_usd"] = json!(result.cost_usd);
+        agent_json["metered_usage"] = usage;
+        result.cost_usd = Some(cost);
+    }
     match result.status {
         AgentStatus::Success => {}
         AgentStatus::TimedOut => {
@@ -367,6 +413,11 @@ async fn build_in(
             agent_json,
         ));
     };
+    // Push protection: a commit that carries a secret is never pushed (docs/security.md).
+    let warned = match push_protection::check(deps, task.id, &cx.project, ws, injection).await {
+        Verdict::Push(warned) => warned,
+        Verdict::Stop { error, retryable } => return failed(error, retryable),
+    };
     // The push is the one effect that cannot be taken back: only a lease holder pushes.
     if !cx.still_held().await {
         return BuildOutcome::Stopped;
@@ -376,7 +427,11 @@ async fn build_in(
     if let Err(e) = ws.push().await {
         return failed(format!("push failed: {e}"), true);
     }
-    deploy(cx, sha, result.output, result.cost_usd, agent_json).await
+    let mut done = deploy(cx, sha, result.output, result.cost_usd, agent_json).await;
+    if let (BuildOutcome::Completed(r), Some(warned)) = (&mut done, warned) {
+        r["push_protection"] = warned;
+    }
+    done
 }
 
 /// After the push: follow Woodpecker when configured, derive the deploy URL, complete.
@@ -440,17 +495,23 @@ async fn deploy(
     BuildOutcome::Completed(result_json(&output, Some(sha), url, cost, agent))
 }
 
+/// The result body; the gateway's metered usage, which the run left in `agent`, becomes
+/// the result's own `usage`.
 fn result_json(
     output: &str,
     sha: Option<String>,
     deploy_url: Option<String>,
     cost: Option<f64>,
-    agent: Value,
+    mut agent: Value,
 ) -> Value {
+    let usage = agent
+        .as_object_mut()
+        .and_then(|a| a.remove("metered_usage"));
     json!({
         "output": output,
         "artifacts": {"commit_sha": sha, "deploy_url": deploy_url},
         "cost_usd": cost,
+        "usage": usage,
         "agent": agent,
     })
 }

@@ -37,6 +37,12 @@ pub async fn spawn_app_configured(
         ..Config::default()
     };
     config.agents.enabled = vec!["claude-code".into()];
+    // A build on a provider without model credentials is refused (agent_not_configured);
+    // these apps call no model unless a test points the agent at the scripted one.
+    config.agents.claude_code.env.insert(
+        "ANTHROPIC_API_KEY".into(),
+        rdev_core::SecretString::new("test-key-not-real"),
+    );
     tweak(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -98,4 +104,44 @@ pub async fn wait_for_task(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Writes an OpenCode config whose Anthropic provider is `base_url` (the scripted model)
+/// with `api_key`, and returns the adapter configuration for a supervised, offline
+/// `opencode serve` keeping its state under `root`.
+pub fn opencode_config(
+    base_url: &str,
+    api_key: &str,
+    root: &std::path::Path,
+) -> rdev_agents::opencode::OpenCodeConfig {
+    let file = root.join("opencode.json");
+    let config = serde_json::json!({
+        "model": "anthropic/claude-sonnet-4-5",
+        "small_model": "anthropic/claude-haiku-4-5",
+        "autoupdate": false,
+        "share": "disabled",
+        "provider": {"anthropic": {"options": {"baseURL": format!("{base_url}/v1"), "apiKey": api_key}}},
+        "permission": {"edit": "allow", "bash": "allow"}
+    });
+    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let mut oc = rdev_agents::opencode::OpenCodeConfig {
+        bin: Some(rdev_testkit::opencode_bin()),
+        availability_timeout: std::time::Duration::from_secs(120),
+        ..Default::default()
+    };
+    oc.server.state_dir = Some(root.join("opencode-state"));
+    oc.server.config_file = Some(file);
+    for (k, v) in [
+        ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+        ("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1"),
+        ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+        // Keeps its background plugin install off the network (see docs/opencode.md).
+        ("npm_config_registry", "http://127.0.0.1:9/"),
+        ("npm_config_offline", "true"),
+    ] {
+        oc.server
+            .env
+            .insert(k.to_owned(), rdev_core::SecretString::new(v));
+    }
+    oc
 }

@@ -67,10 +67,16 @@ pub struct RecordedRequest {
     pub anthropic_beta: Option<String>,
     /// `user-agent` header.
     pub user_agent: Option<String>,
+    /// The usage the answer reported, `(input_tokens, output_tokens)`, for an answered
+    /// message (what a gateway metering it must arrive at).
+    pub usage: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
 struct Shared {
+    /// When set, requests must carry it (`x-api-key` or `Authorization: Bearer`), as
+    /// Anthropic's API checks keys; others are answered 401 `authentication_error`.
+    api_key: Option<String>,
     requests: Mutex<Vec<RecordedRequest>>,
     cancel: CancellationToken,
     dump_dir: Option<PathBuf>,
@@ -118,13 +124,24 @@ impl ScriptedModel {
         Self::start_on(0).await
     }
 
+    /// Starts the server on a free loopback port, answering only requests that carry
+    /// `api_key` (`x-api-key` or bearer) and 401 `authentication_error` to the rest.
+    pub async fn start_with_api_key(api_key: &str) -> anyhow::Result<ScriptedModel> {
+        Self::serve(0, Some(api_key.to_owned())).await
+    }
+
     /// Starts the server on `127.0.0.1:port` (0 picks a free port).
     pub async fn start_on(port: u16) -> anyhow::Result<ScriptedModel> {
+        Self::serve(port, None).await
+    }
+
+    async fn serve(port: u16, api_key: Option<String>) -> anyhow::Result<ScriptedModel> {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .with_context(|| format!("scripted-model: cannot bind 127.0.0.1:{port}"))?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
+            api_key,
             requests: Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
             dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
@@ -203,6 +220,7 @@ fn recorded(uri: &Uri, headers: &HeaderMap, body: Option<&Value>, status: u16) -
         anthropic_version: header(headers, "anthropic-version"),
         anthropic_beta: header(headers, "anthropic-beta"),
         user_agent: header(headers, "user-agent"),
+        usage: None,
     }
 }
 
@@ -218,13 +236,28 @@ fn error_response(status: u16, kind: &str, message: &str) -> Response {
     response
 }
 
-/// Dumps and parses a JSON body; a bad body is recorded and answered with a 400.
+/// Dumps and parses a JSON body; a bad body is recorded and answered with a 400, a
+/// request without the required key with a 401.
 fn parse_body(
     shared: &Shared,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Value, Box<Response>> {
+    if let Some(key) = &shared.api_key {
+        let presented = header(headers, "x-api-key").or_else(|| {
+            header(headers, "authorization")
+                .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        });
+        if presented.as_deref() != Some(key.as_str()) {
+            shared.record(recorded(uri, headers, None, 401));
+            return Err(Box::new(error_response(
+                401,
+                "authentication_error",
+                "invalid x-api-key",
+            )));
+        }
+    }
     shared.dump(uri.path(), body);
     serde_json::from_slice(body).map_err(|err| {
         shared.record(recorded(uri, headers, None, 400));
@@ -254,6 +287,10 @@ async fn messages(
     let mut request = recorded(&uri, &headers, Some(&parsed), status);
     request.step = decision.step;
     request.side = decision.side;
+    let input_tokens = reply::estimate_tokens(body.len());
+    if status == 200 {
+        request.usage = Some((input_tokens, reply::output_tokens(&decision.answer)));
+    }
     let stream = request.stream;
     shared.record(request);
 
@@ -266,7 +303,6 @@ async fn messages(
         }
     }
     let model = conversation::model(&parsed).unwrap_or_else(|| "scripted-model".into());
-    let input_tokens = reply::estimate_tokens(body.len());
     match &decision.answer {
         Answer::Error {
             status,

@@ -58,6 +58,11 @@ fn message_id() -> String {
     format!("msg_{}", Uuid::new_v4().simple())
 }
 
+/// The `output_tokens` an answer reports (JSON and SSE alike).
+pub fn output_tokens(answer: &Answer) -> u64 {
+    estimate_tokens(block(answer).2)
+}
+
 /// The non-streaming response body.
 pub fn message_json(answer: &Answer, model: &str, input_tokens: u64) -> Value {
     let (content, stop_reason, size) = block(answer);

@@ -1,0 +1,247 @@
+//! The Messages API handler: find the call's grant by its token, reserve its worst case
+//! against the budget, send it upstream ([`super::upstream`]), and stream the answer back
+//! byte for byte while a copy of every chunk goes to a side task that reads the usage
+//! ([`super::meter`]) and settles the call when the response ends, however it ends.
+//! Errors rdev itself answers with have the Anthropic error shape.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::{
+    grants::{AuthError, GrantState, Refusal, Reservation, Spend, SESSION_HEADER},
+    meter,
+    upstream::{self, Call, DROP_RESPONSE},
+    Gateway,
+};
+
+/// The largest request body accepted (long sessions send megabytes of history).
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// An error in the Anthropic shape: `{"type":"error","error":{"type","message"}}`.
+pub fn api_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": kind, "message": message.into()},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// The agent's token: `x-api-key`, else `Authorization: Bearer`.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The fields of a Messages request the gateway needs; everything else is passed on.
+#[derive(Debug, Default, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// Authenticates a call: its grant, or the 401 the agent gets.
+pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<GrantState>, Box<Response>> {
+    let session = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    gw.inner
+        .grants
+        .authenticate(presented_token(headers), session)
+        .map_err(|e| {
+            let why = match e {
+                AuthError::Missing => "no API key: rdev's gateway expects the run's token",
+                AuthError::Unknown => {
+                    "invalid or expired token: it is valid only while its attempt runs"
+                }
+                AuthError::UnknownSession => "no running task owns this session",
+            };
+            Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                why,
+            ))
+        })
+}
+
+/// The worst a call can cost: its input (estimated at one token per four request bytes)
+/// and all of `max_tokens` as output, at the model's price.
+fn worst_case(gw: &Gateway, model: &str, body_len: usize, max_tokens: u64) -> Spend {
+    let input = (body_len as u64).div_ceil(4);
+    let usage = rdev_core::MeteredUsage {
+        input_tokens: input,
+        output_tokens: max_tokens,
+        ..Default::default()
+    };
+    Spend {
+        cost_usd: gw.inner.settings.prices.cost(model, &usage),
+        tokens: usage.total_tokens(),
+    }
+}
+
+/// `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let grant = match authenticate(&gw, &parts.headers) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("request body not read: {e}"),
+            )
+        }
+    };
+    let meta: Meta = serde_json::from_slice(&body).unwrap_or_default();
+    let metered = parts.uri.path() == "/v1/messages";
+    let model = meta.model.clone().unwrap_or_default();
+    let reservation = if metered {
+        let worst = worst_case(&gw, &model, body.len(), meta.max_tokens.unwrap_or(4096));
+        match grant.reserve(worst) {
+            Ok(r) => Some(r),
+            Err(Refusal::Revoked) => {
+                return api_error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication_error",
+                    "the attempt this token belonged to has ended",
+                )
+            }
+            Err(Refusal::Held { committed, limit }) => {
+                // Retryable: the calls in flight may settle below their worst case.
+                let mut r = api_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "rdev: the rest of the task's budget ({limit}; ${:.4} settled and \
+                         reserved) is held by model calls in flight; retry shortly",
+                        committed.cost_usd
+                    ),
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return r;
+            }
+            Err(Refusal::Exhausted { spent, limit }) => {
+                gw.budget_refused(&grant);
+                return api_error(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "billing_error",
+                    format!(
+                        "budget_exceeded: the task has spent ${:.4} and {} tokens, reaching \
+                         its {limit}; rdev refuses further model calls for it",
+                        spent.cost_usd, spent.tokens
+                    ),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    let call = Call {
+        method: parts.method.clone(),
+        path_and_query,
+        headers: &parts.headers,
+        body,
+        streaming: meta.stream.unwrap_or(false),
+    };
+    let settings = &gw.inner.settings;
+    let answer = upstream::send(
+        &gw.inner.http,
+        &settings.upstreams,
+        gw.timing(),
+        call,
+        |f| gw.failed_over(&grant, f),
+    )
+    .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let status = if e.timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            tracing::warn!(upstream = %e.upstream, detail = %e.detail, "model call reached no upstream");
+            return api_error(
+                status,
+                "api_error",
+                format!(
+                    "rdev gateway: upstream {} unreachable: {}",
+                    e.upstream, e.detail
+                ),
+            );
+        }
+    };
+    respond(&gw, answer.response, reservation, model)
+}
+
+/// The upstream's response as the agent's: same status, headers (but hop-by-hop ones) and
+/// body bytes; a metered call's chunks are copied to the side reader that settles it.
+fn respond(
+    gw: &Gateway,
+    upstream: reqwest::Response,
+    reservation: Option<Reservation>,
+    requested_model: String,
+) -> Response {
+    let status = upstream.status();
+    let mut headers = upstream.headers().clone();
+    for h in DROP_RESPONSE {
+        headers.remove(h);
+    }
+    let sse = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let stream = upstream.bytes_stream();
+    let body = match reservation {
+        None => Body::from_stream(stream),
+        Some(reservation) => {
+            let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let reported = meter::read_side(rx, sse).await;
+                gw.settle(reservation, &requested_model, status.is_success(), reported)
+                    .await;
+            });
+            Body::from_stream(stream.map(move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    let _ = tx.unbounded_send(bytes.clone());
+                }
+                chunk
+            }))
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
