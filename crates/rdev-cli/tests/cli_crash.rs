@@ -47,6 +47,49 @@ CLAUDE_CODE_MAX_RETRIES = "0"
     path
 }
 
+/// POSTs a build and returns its task id.
+async fn queue_build(c: &reqwest::Client, server: &str, body: Value) -> String {
+    let r = c
+        .post(format!("{server}/project/site/build"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `kill -9` of a running rdev.
+fn kill_hard(server: common::Server) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    drop(server);
+}
+
+/// Waits until the task's callback row records its delivery (after which it is never sent
+/// again) and returns the task.
+async fn delivered(c: &reqwest::Client, task_url: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let task: Value = c.get(task_url).send().await.unwrap().json().await.unwrap();
+        if task["callbacks"][0]["delivered_at"].is_string() {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never recorded: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,17 +111,12 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
     assert_eq!(r.status(), 201);
     let prompt =
         "@@write one.txt\nfirst\n@@end\n@@sleep 2000\n@@bash echo second > two.txt\n@@reply done";
-    let r = c
-        .post(format!("{}/project/site/build", first.url))
-        .json(&json!({"prompt": prompt, "auto_deploy": true, "callback_url": receiver.url()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = queue_build(
+        &c,
+        &first.url,
+        json!({"prompt": prompt, "auto_deploy": true, "callback_url": receiver.url()}),
+    )
+    .await;
 
     // Kill -9 as soon as the agent is mid-run (the model served its first step).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -89,13 +127,7 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = first.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    drop(first);
+    kill_hard(first);
     assert_eq!(
         remote_head(&remote),
         None,
@@ -107,35 +139,9 @@ async fn killing_rdev_mid_run_retries_the_task_and_pushes_once() {
     let got = receiver
         .wait_for_accepted(1, Duration::from_secs(150))
         .await;
-    let task_of = |url: String| {
-        let c = c.clone();
-        async move {
-            c.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let url = format!("{}/tasks/{id}", second.url);
-    let task = task_of(url.clone()).await;
+    let task = delivered(&c, &format!("{}/tasks/{id}", second.url)).await;
     assert_eq!(got.len(), 1, "callback delivered: {task}");
     assert_eq!(got[0].json()["status"], "completed", "{task}");
-    // Once the outbox row records the delivery it is never sent again.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let task = task_of(url.clone()).await;
-        if task["callbacks"][0]["delivered_at"].is_string() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivery never recorded: {task}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(receiver.accepted().len(), 1, "exactly one callback");
 
     let with_trailer = git(&[
@@ -196,20 +202,13 @@ async fn killing_rdev_after_the_push_completes_the_task_without_pushing_again() 
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = c
-        .post(format!("{}/project/site/build", first.url))
-        .json(
-            &json!({"prompt": "@@write page.txt\npushed once\n@@end\n@@reply done",
+    let id = queue_build(
+        &c,
+        &first.url,
+        json!({"prompt": "@@write page.txt\npushed once\n@@end\n@@reply done",
             "auto_deploy": true, "callback_url": receiver.url()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    )
+    .await;
 
     // The push happened; its pipeline stays pending while rdev polls it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -231,13 +230,7 @@ async fn killing_rdev_after_the_push_completes_the_task_without_pushing_again() 
         assert!(tokio::time::Instant::now() < deadline, "CI never followed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = first.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    drop(first);
+    kill_hard(first);
     let model_calls = model.requests().len();
     woodpecker.set_status(1, number, "success");
 
@@ -249,20 +242,7 @@ async fn killing_rdev_after_the_push_completes_the_task_without_pushing_again() 
     let body = got[0].json();
     assert_eq!(body["status"], "completed", "{body}");
     assert_eq!(body["result"]["artifacts"]["commit_sha"], head.as_str());
-    // Once the outbox row records the delivery it is never sent again.
-    let url = format!("{}/tasks/{id}", second.url);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let task = loop {
-        let task: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
-        if task["callbacks"][0]["delivered_at"].is_string() {
-            break task;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivery never recorded: {task}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let task = delivered(&c, &format!("{}/tasks/{id}", second.url)).await;
     assert_eq!(receiver.accepted().len(), 1, "exactly one callback");
     assert_eq!(
         remote_head(&remote).as_deref(),

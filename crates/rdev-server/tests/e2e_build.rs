@@ -168,6 +168,19 @@ async fn task(w: &World, id: &str) -> Value {
         .unwrap()
 }
 
+/// Waits until the agent of task `id` runs: the model has served a step of its script.
+async fn agent_started(w: &World, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !w.model.requests().iter().any(|r| r.step.is_some()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent never started: {}",
+            task(w, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until task `id`'s callback row records its delivery (after which the dispatcher
 /// never sends it again) and returns the task.
 async fn delivered(w: &World, id: &str) -> Value {
@@ -328,15 +341,7 @@ async fn cancel_mid_run_kills_the_agent_and_pushes_nothing() {
     let id = build(&w, json!({"prompt": "@@write a.txt\nx\n@@end\n@@sleep 60000\n@@reply late", "auto_deploy": true,
         "callback_url": w.receiver.url()})).await;
     // Wait until the agent is running: the model has served the script's first step.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !w.model.requests().iter().any(|r| r.step.is_some()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent never started: {}",
-            task(&w, &id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    agent_started(&w, &id).await;
     let r = reqwest::Client::new()
         .post(format!("{}/tasks/{id}/cancel", w.app.address))
         .send()
@@ -368,15 +373,7 @@ async fn deleting_the_project_mid_run_stops_the_agent_and_keeps_the_users_reposi
     create_project(&w).await;
     let id = build(&w, json!({"prompt": "@@write a.txt\nx\n@@end\n@@sleep 60000\n@@reply late", "auto_deploy": true,
         "callback_url": w.receiver.url()})).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !w.model.requests().iter().any(|r| r.step.is_some()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent never started: {}",
-            task(&w, &id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    agent_started(&w, &id).await;
     let marker = w._dir.path().to_string_lossy().into_owned();
     assert!(
         !processes_with_env_mentioning(&marker).is_empty(),
@@ -605,14 +602,7 @@ async fn lease_expired_under_a_live_attempt_lets_the_new_attempt_finish() {
     create_project(&w).await;
     let prompt = "@@write a.txt\nx\n@@end\n@@sleep 7000\n@@reply done";
     let id = build(&w, json!({"prompt": prompt, "auto_deploy": true})).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !w.model.requests().iter().any(|r| r.step.is_some()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    agent_started(&w, &id).await;
     let url = format!("sqlite:{}", w.app._dir.path().join("rdev.db").display());
     // Past the 3 s lease, and not so far ahead that the retry backoff (counted from this
     // clock) keeps the task from the real worker for long.
