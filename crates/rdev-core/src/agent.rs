@@ -138,7 +138,7 @@ impl AgentRequest {
     /// Checks the request against `limits`: a non-blank prompt within the size limit, a
     /// timeout in `1s..=max_timeout`, a model name and session id that cannot become options
     /// ([`crate::agent_args`]), and no environment variable a project may not set
-    /// ([`crate::secrets::env_fence`]). Adapters call it first, so a caller that skipped
+    /// ([`crate::credentials::env_fence`]). Adapters call it first, so a caller that skipped
     /// the API's checks still fails closed.
     pub fn validate(&self, limits: &RequestLimits) -> Result<(), ValidationError> {
         validate_prompt(&self.prompt, limits)?;
@@ -151,7 +151,7 @@ impl AgentRequest {
         }
         self.env
             .keys()
-            .try_for_each(|name| crate::secrets::env_fence::check_env_name(name))
+            .try_for_each(|name| crate::credentials::env_fence::check_env_name(name))
     }
 }
 

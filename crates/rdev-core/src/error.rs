@@ -50,7 +50,7 @@ pub enum ValidationError {
     /// command line or in its URL (see [`crate::agent_args`]).
     #[error("invalid session_id {value:?}: {reason}")]
     InvalidSessionId { value: String, reason: &'static str },
-    /// An environment variable a project may not set (see [`crate::secrets::env_fence`]).
+    /// An environment variable a project may not set (see [`crate::credentials::env_fence`]).
     #[error("environment variable {name} may not be set by a project: it matches {rule} ({why})")]
     ReservedEnvName {
         name: String,

@@ -8,17 +8,17 @@
 pub mod agent;
 pub mod agent_args;
 pub mod build;
+pub mod credentials;
 pub mod error;
 pub mod grant;
 pub mod metering;
-pub mod project;
+pub mod project_model;
 pub mod provider;
 pub mod push_protection;
 pub mod queue;
 pub mod registry;
 pub mod retention;
-pub mod secret;
-pub mod secrets;
+pub mod secret_string;
 pub mod store;
 pub mod task;
 pub mod tokens;
@@ -28,13 +28,17 @@ pub use agent::{
     EventSink, RequestLimits, RunId, Usage, DEFAULT_AVAILABILITY_TIMEOUT,
 };
 pub use build::BuildSpec;
+pub use credentials::{
+    AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
+    Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
+};
 pub use error::{ErrorCode, ValidationError};
 pub use grant::{ModelGrant, SessionAttribution};
 pub use metering::{
     AttemptUsage, Budget, MeteredUsage, ModelPrice, PriceTable, UsageStore, UsageTotal,
     DEFAULT_PRICES_DATE,
 };
-pub use project::{Project, ProjectName};
+pub use project_model::{Project, ProjectName};
 pub use provider::AgentProvider;
 pub use push_protection::{AllowPattern, PushProtection};
 pub use queue::{
@@ -43,11 +47,7 @@ pub use queue::{
 };
 pub use registry::{ProviderRegistry, RegistryError};
 pub use retention::{PruneReport, RetentionStore};
-pub use secret::SecretString;
-pub use secrets::{
-    AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
-    Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
-};
+pub use secret_string::SecretString;
 pub use store::{
     callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectDeletion,
     ProjectStore, Store, StoreError, TaskEvent, TaskFilter, TaskStore,

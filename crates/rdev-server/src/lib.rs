@@ -12,7 +12,7 @@ pub mod gateway;
 pub mod git;
 pub mod housekeeping;
 pub mod metrics;
-pub mod projects;
+pub mod project_service;
 pub mod scan;
 pub mod secrets;
 pub mod telemetry;

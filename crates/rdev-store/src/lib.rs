@@ -11,18 +11,21 @@
 mod clock;
 pub mod db;
 mod notify;
-mod projects;
+mod outbox_store;
+mod project_store;
 mod queue;
 pub mod retention;
 pub mod secrets;
 mod sql;
-pub mod store;
+pub mod sql_store;
+mod task_store;
 mod tokens;
 mod usage;
 
 pub use clock::DatabaseClock;
 pub use db::{Backend, Db, DbError};
+pub use notify::NOTIFY_CHANNEL;
 pub use secrets::SqlSecretRepository;
 pub use sql::Ts;
-pub use store::{SqlStore, StoreConfig, NOTIFY_CHANNEL};
+pub use sql_store::{SqlStore, StoreConfig};
 pub use tokens::SqlTokenStore;

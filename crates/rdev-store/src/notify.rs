@@ -1,5 +1,5 @@
 //! The PostgreSQL LISTEN side of work pickup: one connection per store LISTENs on
-//! [`NOTIFY_CHANNEL`](crate::store::NOTIFY_CHANNEL) and bumps the store's wake-up signal.
+//! [`NOTIFY_CHANNEL`](NOTIFY_CHANNEL) and bumps the store's wake-up signal.
 //! After a lost connection it bumps the signal too, since announcements made meanwhile are
 //! gone; idle workers then look for work at once. It must not claim or decide anything.
 
@@ -9,7 +9,10 @@ use sqlx::{postgres::PgListener, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{db::DbError, store::NOTIFY_CHANNEL};
+use crate::db::DbError;
+
+/// The channel task announcements are sent on (`NOTIFY rdev_queue`).
+pub const NOTIFY_CHANNEL: &str = "rdev_queue";
 
 /// LISTENs before returning, then forwards announcements until `shutdown`.
 pub(crate) async fn start_listener(

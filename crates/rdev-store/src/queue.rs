@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use crate::{
     sql::{corrupt, db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
-    store::not_found,
-    store::SqlStore,
+    sql_store::not_found,
+    sql_store::SqlStore,
 };
 
 use TaskStatus::{Cancelled, Completed, Failed, Queued, Running};

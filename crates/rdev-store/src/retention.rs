@@ -18,7 +18,7 @@ use rdev_core::{PruneReport, RetentionStore, StoreError, TaskStatus};
 
 use crate::{
     sql::{db_err, on_pool, BeginWrite, Ts},
-    store::SqlStore,
+    sql_store::SqlStore,
 };
 
 /// The PostgreSQL advisory lock key only pruners take ("rdevprun" in ASCII).

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use rdev_core::{
-    queue::truncate_millis, secrets::InjectionPlan, AgentProvider, AttemptRecord, BuildSpec,
+    credentials::InjectionPlan, queue::truncate_millis, AgentProvider, AttemptRecord, BuildSpec,
     OutboxRow, Project, ProjectName, StoreError, TaskEvent, TaskId, TaskStatus, WorkTask,
 };
 use sqlx::{

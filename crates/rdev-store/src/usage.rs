@@ -8,7 +8,7 @@ use rdev_core::{AttemptUsage, MeteredUsage, StoreError, TaskId, UsageStore};
 
 use crate::{
     sql::{db_err, on_pool},
-    store::SqlStore,
+    sql_store::SqlStore,
 };
 
 /// A `task_usage` row.

@@ -14,7 +14,7 @@ use std::{
 
 use backon::BackoffBuilder;
 use rand::{distr::Alphanumeric, Rng};
-use rdev_core::{secrets::REDACTED, ErrorCode, SecretString};
+use rdev_core::{credentials::REDACTED, ErrorCode, SecretString};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{ChildStdout, Command},

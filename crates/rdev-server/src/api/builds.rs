@@ -18,7 +18,7 @@ use super::extract::Path;
 use rdev_core::{BuildSpec, NewTask};
 use serde_json::{json, Value};
 
-use super::{projects::parse_name, ApiError, AppState};
+use super::{project_routes::parse_name, ApiError, AppState};
 use crate::{callbacks::url_policy::check_url, doctor::credentials::check_configured};
 
 /// Build routes.

@@ -10,7 +10,7 @@ mod extract;
 mod health;
 mod metrics;
 pub mod openapi;
-mod projects;
+mod project_routes;
 mod secrets;
 mod tasks;
 mod templates;
@@ -81,7 +81,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(secrets::router())
-        .merge(projects::router())
+        .merge(project_routes::router())
         .merge(builds::router())
         .merge(tasks::router())
         .merge(templates::router())

@@ -17,7 +17,7 @@ use rdev_core::{Grant, TaskFilter, TaskId, TaskStatus, WorkTask};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{projects::parse_name, ApiError, AppState};
+use super::{project_routes::parse_name, ApiError, AppState};
 
 /// Task routes.
 pub fn router() -> Router<AppState> {

@@ -7,9 +7,9 @@
 //! commit carries it, [`read_signing_secret`]) the only readers.
 
 use async_trait::async_trait;
-pub use rdev_core::secrets::WEBHOOK_SECRET_NAME;
+pub use rdev_core::credentials::WEBHOOK_SECRET_NAME;
 use rdev_core::{
-    secrets::{SecretName, SecretScope},
+    credentials::{SecretName, SecretScope},
     ProjectName, SecretString,
 };
 

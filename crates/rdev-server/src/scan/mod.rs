@@ -25,8 +25,8 @@ use std::{
 };
 
 use rdev_core::{
+    credentials::Encoding,
     push_protection::{is_allowed, AllowPattern},
-    secrets::Encoding,
     Redactor, SecretString, REDACTED,
 };
 use serde::Serialize;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rdev_core::{secrets::Redactor, AgentEvent, EventSink, TaskId};
+use rdev_core::{credentials::Redactor, AgentEvent, EventSink, TaskId};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use rdev_core::Store;

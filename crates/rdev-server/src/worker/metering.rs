@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use rdev_core::{project::parse_network_allow, AttemptUsage, Project, Store, UsageTotal, WorkTask};
+use rdev_core::{
+    project_model::parse_network_allow, AttemptUsage, Project, Store, UsageTotal, WorkTask,
+};
 use serde_json::{json, Value};
 
 use super::task::BuildOutcome;

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     git::{GitEnv, Workspace},
-    projects::render_initial_commit,
+    project_service::render_initial_commit,
     woodpecker::{deploy_url, WoodpeckerClient},
 };
 

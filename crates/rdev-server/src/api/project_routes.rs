@@ -13,7 +13,7 @@ use axum::{
 
 use super::extract::Path;
 use rdev_core::{
-    secrets::InjectionPlan, ErrorCode, Project, ProjectName, PushProtection, ValidationError,
+    credentials::InjectionPlan, ErrorCode, Project, ProjectName, PushProtection, ValidationError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ use super::{ApiError, AppState};
 use crate::{
     callbacks::keys::rotate_signing_secret,
     git::{GitEnv, GitError, GitWorkspaces},
-    projects::{delete_project, initialise_repository, InitError},
+    project_service::{delete_project, initialise_repository, InitError},
     scan::{rdev_secrets, Scanner},
 };
 

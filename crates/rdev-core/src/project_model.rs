@@ -6,8 +6,8 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    credentials::InjectionPlan,
     push_protection::{AllowPattern, PushProtection},
-    secrets::InjectionPlan,
     AgentProvider, ValidationError,
 };
 
