@@ -80,8 +80,8 @@ pub struct OpenCodeAgent {
 }
 
 impl OpenCodeAgent {
-    /// An adapter for the server at `config.url` (after environment overrides are applied
-    /// by the caller, see [`OpenCodeConfig::with_env_overrides`]).
+    /// An adapter for the server at `config.url` (which rdev's configuration sets from
+    /// `RDEV_OPENCODE_URL`).
     pub fn connect(config: OpenCodeConfig) -> Result<Self, OpenCodeError> {
         config.validate()?;
         let url = config.url.as_deref().ok_or(OpenCodeError::NoUrl)?;
@@ -120,12 +120,11 @@ impl OpenCodeAgent {
         })
     }
 
-    /// The adapter as configured, with environment overrides applied
-    /// ([`OpenCodeConfig::with_env_overrides`]): [`Self::connect`] when a URL is set, else
+    /// The adapter as configured: [`Self::connect`] when a URL is set, else
     /// [`Self::supervise`] with a server that lives as long as the adapter. Must be called
     /// inside a tokio runtime.
     pub fn new(config: OpenCodeConfig) -> Result<Self, OpenCodeError> {
-        Self::from_config(config.with_env_overrides(), &CancellationToken::new())
+        Self::from_config(config, &CancellationToken::new())
     }
 
     /// [`Self::connect`] when a URL is configured, else [`Self::supervise`].

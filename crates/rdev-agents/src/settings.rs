@@ -26,17 +26,6 @@ pub fn discover_setup_tools_bin(relative: &str) -> Option<PathBuf> {
     roots.map(|d| d.join(relative)).find(|p| p.is_file())
 }
 
-/// A program named by an environment variable (`RDEV_CLAUDE_BIN`): absolute against the
-/// current directory when it is a path (has a `/`), since the CLI then runs in another
-/// directory; a bare name stays a `PATH` lookup.
-pub fn absolute_program(program: PathBuf) -> PathBuf {
-    if program.components().count() > 1 {
-        std::path::absolute(&program).unwrap_or(program)
-    } else {
-        program
-    }
-}
-
 /// Durations written as (possibly fractional) seconds in configuration.
 pub(crate) mod secs {
     use std::time::Duration;

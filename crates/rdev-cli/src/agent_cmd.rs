@@ -1,7 +1,7 @@
 //! `rdev agent run`: runs one code agent directly in a directory, without the queue, and
 //! prints its events (JSON lines with `--json`, readable lines otherwise). Exit status 0
 //! means the agent reported success; anything else ends with a one-line reason. Adapters
-//! are built by `rdev_server::app::build_agent`, as `rdev serve` builds them. It never prints configuration
+//! are built by `rdev_server::agent_setup::build_agent`, as `rdev serve` builds them. It never prints configuration
 //! or environment values: event text arrives already redacted by the adapter.
 
 use std::{
@@ -76,7 +76,7 @@ pub fn build_agent(
 ) -> anyhow::Result<Arc<dyn CodeAgent>> {
     let mut config = rdev_server::Config::load(config_file)?;
     config.agents.gateway = gateway.map(Gateway::link);
-    Ok(rdev_server::app::build_agent(
+    Ok(rdev_server::agent_setup::build_agent(
         &config,
         provider,
         &tokio_util::sync::CancellationToken::new(),

@@ -17,7 +17,8 @@ use std::{
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use rdev_core::{
-    BuildSpec, NewTask, ProjectName, TaskFilter, TaskId, TaskStatus, TaskStore, WorkQueue,
+    BuildResult, BuildSpec, NewTask, ProjectName, TaskFilter, TaskId, TaskStatus, TaskStore,
+    WorkQueue,
 };
 use rdev_store::{Backend, Db, SqlStore, StoreConfig};
 use tokio::sync::mpsc;
@@ -149,12 +150,12 @@ async fn burn(
         let n = leases.len();
         if batch == 1 {
             store
-                .complete(&leases[0].key(), serde_json::Value::Null)
+                .complete(&leases[0].key(), BuildResult::default())
                 .await?;
         } else {
             let items: Vec<_> = leases
                 .iter()
-                .map(|l| (l.key(), serde_json::Value::Null))
+                .map(|l| (l.key(), BuildResult::default()))
                 .collect();
             let report = store.complete_many(&items).await?;
             if !report.lost.is_empty() {
@@ -194,7 +195,7 @@ async fn pickup(
                 let at = Instant::now();
                 for l in &leases {
                     tx.send((l.task.id, at)).ok();
-                    store.complete(&l.key(), serde_json::Value::Null).await?;
+                    store.complete(&l.key(), BuildResult::default()).await?;
                     got += 1;
                 }
                 if leases.is_empty() {

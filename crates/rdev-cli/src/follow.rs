@@ -6,7 +6,7 @@
 //! only formats; reading the stream and choosing the exit code belong to `build_cmd`.
 
 use chrono::{DateTime, Utc};
-use rdev_core::{AgentEvent, AgentResult, AgentStatus};
+use rdev_core::{AgentEvent, AgentResult, AgentStatus, BuildResult};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -42,23 +42,7 @@ pub struct FinishedTask {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
-    pub result: Option<TaskResult>,
-}
-
-/// A completed task's result.
-#[derive(Debug, Default, Deserialize)]
-pub struct TaskResult {
-    #[serde(default)]
-    pub output: String,
-    #[serde(default)]
-    pub artifacts: Artifacts,
-}
-
-/// What a completed task produced.
-#[derive(Debug, Default, Deserialize)]
-pub struct Artifacts {
-    pub commit_sha: Option<String>,
-    pub deploy_url: Option<String>,
+    pub result: Option<BuildResult>,
 }
 
 /// A step that has begun and is printed, with its duration, when the next one begins.

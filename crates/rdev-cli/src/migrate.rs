@@ -18,7 +18,7 @@ pub struct MigrateArgs {
 pub async fn run(config_file: Option<&Path>, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
     let url = args.database_url.unwrap_or(config.database_url);
-    let db = rdev_server::app::open_database(&url).await?;
+    let db = rdev_server::services::open_database(&url).await?;
     db.close().await;
     println!("database {} is up to date", redact_url(&url));
     Ok(ExitCode::SUCCESS)

@@ -68,7 +68,7 @@ pub async fn run(config_file: Option<&Path>, args: SecretArgs) -> anyhow::Result
     if let Some(url) = args.database_url {
         config.set_database_url(url);
     }
-    let db = rdev_server::app::open_database(&config.database_url).await?;
+    let db = rdev_server::services::open_database(&config.database_url).await?;
     let service = SecretService::from_config(&config, db.clone())?;
     service.verify_key().await?;
     let actor = format!(

@@ -55,7 +55,7 @@ pub async fn run(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<
     if let Some(url) = args.database_url {
         config.database_url = url;
     }
-    let db = rdev_server::app::open_database(&config.database_url).await?;
+    let db = rdev_server::services::open_database(&config.database_url).await?;
     let result = dispatch(&db, args.command).await;
     db.close().await;
     result

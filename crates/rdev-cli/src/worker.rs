@@ -3,7 +3,8 @@
 
 use std::{path::Path, process::ExitCode};
 
-use rdev_server::{telemetry, Application, Config};
+use rdev_server::{telemetry, Config};
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `rdev worker`.
 #[derive(Debug, clap::Args)]
@@ -32,13 +33,12 @@ pub async fn run(config_file: Option<&Path>, args: WorkerArgs) -> anyhow::Result
         tracing::warn!("rdev worker on SQLite shares work only with processes on this machine; use PostgreSQL for several nodes");
     }
     telemetry::init(config.log_format);
-    let app = Application::build_worker(config).await?;
-    let token = app.shutdown_token();
-    tracing::info!("rdev worker started");
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
     tokio::spawn(async move {
         crate::serve::wait_for_signal().await;
         token.cancel();
     });
-    app.run_until_stopped().await?;
+    rdev_server::app::run_worker_node(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

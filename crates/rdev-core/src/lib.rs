@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod agent_args;
 pub mod build;
+pub mod build_result;
 pub mod credentials;
 pub mod error;
 pub mod grant;
@@ -19,6 +20,7 @@ pub mod queue;
 pub mod registry;
 pub mod retention;
 pub mod secret_string;
+pub mod signal;
 pub mod store;
 pub mod task;
 pub mod tokens;
@@ -28,6 +30,10 @@ pub use agent::{
     EventSink, RequestLimits, RunId, Usage, DEFAULT_AVAILABILITY_TIMEOUT,
 };
 pub use build::BuildSpec;
+pub use build_result::{
+    callback_payload, AgentRun, AgentSummary, Artifacts, BuildResult, CallbackPayload,
+    PipelineSummary, PushProtectionReport,
+};
 pub use credentials::{
     AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
     Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
@@ -35,10 +41,10 @@ pub use credentials::{
 pub use error::{ErrorCode, ValidationError};
 pub use grant::{ModelGrant, SessionAttribution};
 pub use metering::{
-    AttemptUsage, Budget, MeteredUsage, ModelPrice, PriceTable, UsageStore, UsageTotal,
+    AttemptUsage, Budget, MeteredUsage, ModelPrice, PriceTable, TaskUsage, UsageStore, UsageTotal,
     DEFAULT_PRICES_DATE,
 };
-pub use project_model::{Project, ProjectName};
+pub use project_model::{BranchName, Project, ProjectName, RepoUrl};
 pub use provider::AgentProvider;
 pub use push_protection::{AllowPattern, PushProtection};
 pub use queue::{
@@ -49,8 +55,8 @@ pub use registry::{ProviderRegistry, RegistryError};
 pub use retention::{PruneReport, RetentionStore};
 pub use secret_string::SecretString;
 pub use store::{
-    callback_payload, AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectDeletion,
-    ProjectStore, Store, StoreError, TaskEvent, TaskFilter, TaskStore,
+    AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectDeletion, ProjectStore, Store,
+    StoreError, TaskEvent, TaskFilter, TaskStore,
 };
 pub use task::{TaskId, TaskStatus, TransitionError, WorkTask};
 pub use tokens::{

@@ -1,6 +1,7 @@
 //! What model calls cost: the tokens one call or one attempt used ([`MeteredUsage`]), the
 //! price table that turns them into dollars ([`PriceTable`]), the budget a task may spend
-//! ([`Budget`]), and the storage port for usage per task and attempt ([`UsageStore`]).
+//! ([`Budget`]), a task's usage as its result reports it ([`TaskUsage`]), and the storage
+//! port for usage per task and attempt ([`UsageStore`]).
 //! rdev's model gateway fills these from the upstream's own `usage` reports; nothing here
 //! reads a response or opens a connection.
 
@@ -268,6 +269,26 @@ impl UsageTotal {
             t.calls += r.calls;
             t
         })
+    }
+}
+
+/// A task's metered usage as its result reports it: the totals over every attempt, and
+/// the rows per attempt and model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    #[serde(flatten)]
+    pub total: UsageTotal,
+    #[serde(default)]
+    pub by_attempt: Vec<AttemptUsage>,
+}
+
+impl TaskUsage {
+    /// The totals of `rows`, with the rows.
+    pub fn of(rows: Vec<AttemptUsage>) -> Self {
+        Self {
+            total: UsageTotal::of(&rows),
+            by_attempt: rows,
+        }
     }
 }
 

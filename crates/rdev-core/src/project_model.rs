@@ -1,5 +1,7 @@
 //! Projects: a named repository rdev builds into. [`ProjectName`] is the validated slug used
-//! in URLs, paths and secret scopes; it is parsed once at the edge and trusted inside.
+//! in URLs, paths and secret scopes, [`RepoUrl`] where the repository lives and
+//! [`BranchName`] the branch builds push to; each is parsed once at the edge and trusted
+//! inside. This module holds rules only: it must not touch files, git or the network.
 
 use std::{fmt, str::FromStr};
 
@@ -79,15 +81,176 @@ impl From<ProjectName> for String {
     }
 }
 
+/// Where a project's repository lives: a git URL or a local path to a bare repository.
+/// Parsed: surrounding blanks trimmed, then non-empty, at most [`RepoUrl::MAX_LEN`] bytes,
+/// no whitespace, not starting with `-` (git must never read it as an option), and no
+/// credential in it (a token belongs in a project secret). Serialised as the plain string;
+/// deserialising does not check it (see [`Project`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RepoUrl(String);
+
+impl RepoUrl {
+    /// The longest URL accepted, in bytes.
+    pub const MAX_LEN: usize = 2048;
+
+    /// Parses and validates a repository URL or path.
+    pub fn parse(url: &str) -> Result<Self, ValidationError> {
+        let url = url.trim();
+        if url.is_empty()
+            || url.len() > Self::MAX_LEN
+            || url.starts_with('-')
+            || url.contains(char::is_whitespace)
+        {
+            return Err(repo_url_error(
+                "must be a git URL or path, without spaces, not starting with '-'",
+            ));
+        }
+        if has_credentials(url) {
+            return Err(repo_url_error(
+                "must not contain credentials; store the token as a project secret",
+            ));
+        }
+        Ok(Self(url.to_owned()))
+    }
+
+    /// A value read back from storage, which was parsed when it was written. Not checked
+    /// again, so that a row written under older rules stays readable (and deletable).
+    pub fn from_stored(url: String) -> Self {
+        Self(url)
+    }
+
+    /// The URL as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn repo_url_error(reason: &str) -> ValidationError {
+    ValidationError::InvalidField {
+        field: "repo_url",
+        reason: reason.to_owned(),
+    }
+}
+
+/// Whether a repository URL carries a credential: any user info on http(s) (a token
+/// alone, `https://TOKEN@host/...`, is the common form), a password on other schemes
+/// (`ssh://git@host/...` names a user, not a secret). scp-like `user@host:path` and local
+/// paths have no password field.
+fn has_credentials(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            !u.username().is_empty() || u.password().is_some()
+        }
+        Ok(u) => u.password().is_some(),
+        Err(_) => false,
+    }
+}
+
+impl fmt::Display for RepoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for RepoUrl {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RepoUrl {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// The branch builds push to: 1..=200 characters of `[A-Za-z0-9._/-]`, not starting with
+/// `-` or `/`, not ending with `/` or `.lock`, without `..` or `//`. Safe as a git
+/// argument and a ref name. Serialised as the plain string; deserialising does not check
+/// it (see [`Project`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BranchName(String);
+
+impl BranchName {
+    /// The longest branch name accepted, in bytes.
+    pub const MAX_LEN: usize = 200;
+
+    /// Parses and validates a branch name.
+    pub fn parse(branch: &str) -> Result<Self, ValidationError> {
+        let b = branch;
+        let ok = !b.is_empty()
+            && b.len() <= Self::MAX_LEN
+            && !b.starts_with('-')
+            && !b.starts_with('/')
+            && !b.ends_with('/')
+            && !b.ends_with(".lock")
+            && !b.contains("..")
+            && !b.contains("//")
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+        if !ok {
+            return Err(ValidationError::InvalidField {
+                field: "default_branch",
+                reason: format!("{b:?} is not a valid branch name"),
+            });
+        }
+        Ok(Self(b.to_owned()))
+    }
+
+    /// A value read back from storage, which was parsed when it was written. Not checked
+    /// again, so that a row written under older rules stays readable (and deletable).
+    pub fn from_stored(branch: String) -> Self {
+        Self(branch)
+    }
+
+    /// The branch name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `main`, the branch a project builds into unless it names another.
+impl Default for BranchName {
+    fn default() -> Self {
+        Self("main".to_owned())
+    }
+}
+
+impl fmt::Display for BranchName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for BranchName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BranchName {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 /// A repository rdev builds into.
+///
+/// Deserialising a project checks its name but not `repo_url` nor `default_branch`: the
+/// API checks a whole project (those two among its other fields, in a fixed order) after
+/// merging a change into it, and rows are read back without being judged again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     pub name: ProjectName,
     /// Where the repository lives (a URL or a local path to a bare repository).
-    pub repo_url: String,
+    pub repo_url: RepoUrl,
     /// The branch builds push to.
-    #[serde(default = "default_branch")]
-    pub default_branch: String,
+    #[serde(default)]
+    pub default_branch: BranchName,
     /// The template a new repository is created from.
     #[serde(default)]
     pub template: Option<String>,
@@ -140,16 +303,21 @@ impl Project {
     /// Checks the gateway settings: a valid budget and `host:port` allow-list entries.
     pub fn validate_gateway(&self) -> Result<(), ValidationError> {
         self.budget().validate()?;
-        if self.network_allow.len() > 100 {
-            return Err(ValidationError::InvalidField {
-                field: "network_allow",
-                reason: "at most 100 entries".to_owned(),
-            });
-        }
-        self.network_allow
-            .iter()
-            .try_for_each(|e| parse_network_allow(e).map(|_| ()))
+        validate_network_allow(&self.network_allow)
     }
+}
+
+/// Checks a whole `network_allow` list: at most 100 entries, each [`parse_network_allow`].
+pub fn validate_network_allow(entries: &[String]) -> Result<(), ValidationError> {
+    if entries.len() > 100 {
+        return Err(ValidationError::InvalidField {
+            field: "network_allow",
+            reason: "at most 100 entries".to_owned(),
+        });
+    }
+    entries
+        .iter()
+        .try_for_each(|e| parse_network_allow(e).map(|_| ()))
 }
 
 /// One `network_allow` entry, `host:port`: a DNS name (letters, digits, `-` and `.`, never
@@ -196,10 +364,6 @@ impl Project {
     pub fn push_protection_allow(&self) -> Result<Vec<AllowPattern>, ValidationError> {
         AllowPattern::parse_all(&self.push_protection_allow)
     }
-}
-
-fn default_branch() -> String {
-    "main".to_owned()
 }
 
 #[cfg(test)]
@@ -265,7 +429,7 @@ mod tests {
     fn project_json_defaults_branch_to_main() {
         let p: Project =
             serde_json::from_str(r#"{"name":"site","repo_url":"/srv/git/site.git"}"#).unwrap();
-        assert_eq!(p.default_branch, "main");
+        assert_eq!(p.default_branch.as_str(), "main");
         assert_eq!(
             p.push_protection,
             PushProtection::Block,
@@ -273,6 +437,85 @@ mod tests {
         );
         assert!(p.push_protection_allow.is_empty());
         assert!(serde_json::from_str::<Project>(r#"{"name":"Bad","repo_url":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn repo_urls_without_credentials_parse() {
+        for url in [
+            "ssh://git@git.example/p.git",
+            "git@git.example:org/p.git",
+            "https://git.example/p.git",
+            "/srv/git/p.git",
+            "file:///srv/git/p.git",
+        ] {
+            assert_eq!(RepoUrl::parse(url).unwrap().as_str(), url);
+        }
+        assert_eq!(RepoUrl::parse("  /x.git ").unwrap().as_str(), "/x.git");
+    }
+
+    #[test]
+    fn bad_repo_urls_name_the_field_and_never_echo_a_token() {
+        for url in [
+            "",
+            "   ",
+            "--upload-pack=evil",
+            "/a b.git",
+            &format!("/{}", "a".repeat(RepoUrl::MAX_LEN)),
+            "https://tok@git.example/p.git",
+            "http://u:tok@git.example/p.git",
+            "ssh://git:tok@git.example/p.git",
+        ] {
+            let err = RepoUrl::parse(url).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ValidationError::InvalidField {
+                        field: "repo_url",
+                        ..
+                    }
+                ),
+                "{url}"
+            );
+            assert!(!err.to_string().contains("tok@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn branch_names_are_safe_ref_names() {
+        for b in ["main", "release/1.2", "feature_x-y", &"b".repeat(200)] {
+            assert_eq!(BranchName::parse(b).unwrap().as_str(), b);
+        }
+        for b in [
+            "",
+            "-x",
+            "/x",
+            "x/",
+            "x.lock",
+            "../x",
+            "a//b",
+            "a b",
+            "a~1",
+            &"b".repeat(201),
+        ] {
+            let err = BranchName::parse(b).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid default_branch: {b:?} is not a valid branch name")
+            );
+        }
+        assert_eq!(BranchName::default().as_str(), "main");
+    }
+
+    #[test]
+    fn repo_url_and_branch_are_plain_strings_in_json() {
+        let p: Project = serde_json::from_str(
+            r#"{"name":"site","repo_url":"/srv/git/site.git","default_branch":"trunk"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.repo_url.as_str(), "/srv/git/site.git");
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["repo_url"], "/srv/git/site.git");
+        assert_eq!(json["default_branch"], "trunk");
     }
 
     proptest! {

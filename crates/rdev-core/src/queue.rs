@@ -12,10 +12,9 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{store::StoreError, TaskId, WorkTask};
+use crate::{store::StoreError, BuildResult, TaskId, WorkTask};
 
 /// The time source of queue decisions (claim eligibility, lease expiry, backoff), so tests
 /// move time instead of sleeping. Instants are whole milliseconds, the precision both
@@ -182,10 +181,7 @@ pub enum Wake {
     Poll,
 }
 
-/// A subscription to work announcements. It remembers what it has seen, so an
-/// announcement that arrives between an empty claim and the next wait is not missed.
-#[derive(Debug, Clone)]
-pub struct WorkSignal(pub watch::Receiver<u64>);
+pub use crate::signal::WorkSignal;
 
 /// The work queue of SPEC 4. Every write a worker makes is guarded by its lease
 /// `(id, token, status = running, not expired)`; a write without a live lease changes
@@ -208,12 +204,11 @@ pub trait WorkQueue: Send + Sync {
     ) -> Result<HeartbeatOutcome, StoreError>;
     /// Finishes a task with `result`; the callback outbox row (when the spec has a
     /// callback URL) is written in the same transaction.
-    async fn complete(&self, lease: &LeaseKey, result: serde_json::Value)
-        -> Result<(), StoreError>;
+    async fn complete(&self, lease: &LeaseKey, result: BuildResult) -> Result<(), StoreError>;
     /// Completes several tasks in one transaction; lost leases are reported, not errors.
     async fn complete_many(
         &self,
-        items: &[(LeaseKey, serde_json::Value)],
+        items: &[(LeaseKey, BuildResult)],
     ) -> Result<CompleteReport, StoreError>;
     /// Records a failed attempt: retried with backoff while attempts remain and the error
     /// is `retryable`, otherwise dead (status `failed`, callback written).

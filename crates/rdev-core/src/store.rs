@@ -3,8 +3,6 @@
 //! and [`StoreError`]. The queue's own port lives in [`crate::queue`]. Nothing here knows
 //! SQL or opens a connection; adapters in `rdev-store` implement these traits.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -150,27 +148,6 @@ pub struct OutboxRow {
     pub expired_at: Option<DateTime<Utc>>,
 }
 
-/// The callback body for a finished task (SPEC 7). `result` is the worker's result as
-/// stored; `cost_usd` and `duration_ms` are lifted from it when present.
-pub fn callback_payload(task: &WorkTask) -> serde_json::Value {
-    let mut body = BTreeMap::new();
-    body.insert("task_id", serde_json::json!(task.id));
-    body.insert("project_id", serde_json::json!(task.project));
-    body.insert("status", serde_json::json!(task.status));
-    if let Some(result) = &task.result {
-        body.insert("result", result.clone());
-        for key in ["cost_usd", "duration_ms"] {
-            if let Some(v) = result.get(key) {
-                body.insert(key, v.clone());
-            }
-        }
-    }
-    if let Some(error) = &task.error {
-        body.insert("error", serde_json::json!(error));
-    }
-    serde_json::json!(body)
-}
-
 /// Tasks and their event streams.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
@@ -250,11 +227,22 @@ pub trait ProjectStore: Send + Sync {
         name: &ProjectName,
         actor: &str,
     ) -> Result<ProjectDeletion, StoreError>;
+    /// Undoes a [`Self::create_project`] whose set-up failed, in one transaction: the row
+    /// goes, and a task queued for the project meanwhile is cancelled (key freed, callback
+    /// expired) as [`Self::delete_project`] does. Unlike a deletion it keeps the secrets of
+    /// scope `project:<name>` and the API tokens limited to the name: they may predate the
+    /// project (a deploy token is often stored before the project that uses it), and a
+    /// failed creation must leave them as it found them. `NotFound` if it does not exist.
+    async fn discard_project(&self, name: &ProjectName) -> Result<ProjectDeletion, StoreError>;
 }
 
 /// The callback outbox the dispatcher drains.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
+    /// Bumped after this store committed a write that may have added a due row (a task
+    /// ended or was cancelled), so the dispatcher of this process sends it at once; rows
+    /// written by other nodes are found by polling.
+    fn subscribe_outbox(&self) -> crate::signal::WorkSignal;
     /// Takes up to `limit` due rows and hides them from other dispatchers for `hold`
     /// (their `next_attempt_at` moves by that much), so two dispatchers rarely send one row.
     async fn claim_due(
@@ -316,25 +304,5 @@ mod tests {
                 .unwrap_err(),
         );
         assert_eq!(t.code(), "invalid_transition");
-    }
-
-    #[test]
-    fn callback_payload_lifts_cost_and_duration_from_the_result() {
-        let now = Utc::now();
-        let mut t = WorkTask::new(
-            ProjectName::parse("site").unwrap(),
-            BuildSpec::new("x"),
-            now,
-        );
-        t.transition_to(TaskStatus::Running, now).unwrap();
-        t.transition_to(TaskStatus::Completed, now).unwrap();
-        t.result = Some(serde_json::json!({"output": "ok", "cost_usd": 0.5, "duration_ms": 7}));
-        let body = callback_payload(&t);
-        assert_eq!(body["status"], "completed");
-        assert_eq!(body["project_id"], "site");
-        assert_eq!(body["cost_usd"], 0.5);
-        assert_eq!(body["duration_ms"], 7);
-        assert_eq!(body["result"]["output"], "ok");
-        assert!(body.get("error").is_none());
     }
 }

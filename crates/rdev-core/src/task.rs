@@ -162,7 +162,7 @@ pub struct WorkTask {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub result: Option<serde_json::Value>,
+    pub result: Option<crate::BuildResult>,
     pub error: Option<String>,
     /// The failed or cancelled task this one retries (`POST /tasks/{id}/retry`).
     pub retry_of: Option<TaskId>,

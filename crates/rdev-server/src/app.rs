@@ -1,230 +1,156 @@
-//! [`Application`]: builds every piece from a [`Config`] (database, migrations, store,
-//! templates, credential store, agents, worker pool, callback dispatcher, housekeeping,
-//! router) and runs them until a shutdown token fires. Tests call `Application::build` on
-//! port 0 with their own database; `rdev serve` does the same with the user's config.
+//! The two things a node runs over its [`Services`]: the HTTP API ([`ApiServer`]) and the
+//! worker side ([`WorkerNode`]: worker pool, callback dispatcher, housekeeping), each with
+//! `run_until(shutdown)`. `rdev serve` runs both ([`Application`]), `rdev worker` only the
+//! worker side; both start with [`Services::build`]. Tests call `Application::build` on
+//! port 0 with their own database.
+//!
+//! It must not build services itself (that is [`crate::services`]) nor decide what a build
+//! does (that is [`crate::worker`]).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use rdev_agents::{claude_code::ClaudeCodeAgent, opencode::OpenCodeAgent};
-use rdev_core::{AgentProvider, CodeAgent, ProviderRegistry};
-use rdev_store::{Db, SqlStore, SqlTokenStore, StoreConfig};
+use rdev_core::ProviderRegistry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{self, AppState},
+    api,
     callbacks::dispatcher::Dispatcher,
-    cancels::TaskCancels,
     config::Config,
-    doctor::readiness::Readiness,
-    gateway::Gateway,
-    git::GitWorkspaces,
     housekeeping::{self, Housekeeping, HousekeepingConfig},
-    metrics::Metrics,
-    secrets::SecretService,
-    templates::TemplateRegistry,
-    tokens::{check_exposure, TokenService},
-    woodpecker::WoodpeckerClient,
-    worker::{PoolConfig, Woodpecker, WorkerDeps, WorkerPool},
+    services::{NodeRole, Services},
+    worker::{PoolConfig, WorkerPool},
 };
 
-/// A built, not yet running, rdev server.
+/// The HTTP API on a bound listener.
+#[derive(Debug)]
+pub struct ApiServer {
+    services: Arc<Services>,
+    listener: TcpListener,
+}
+
+impl ApiServer {
+    /// The API over `services`, answering on `listener`.
+    pub fn build(services: Arc<Services>, listener: TcpListener) -> Self {
+        Self { services, listener }
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then lets requests in flight finish within
+    /// `shutdown_grace_secs`.
+    pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(self.services.config.shutdown_grace_secs);
+        let app = api::router(self.services);
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            tracing::info!("shutdown signal received; draining");
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        match tokio::time::timeout(grace, server).await {
+            Ok(joined) => joined.context("server task panicked")??,
+            Err(_) => tracing::warn!(?grace, "requests still running after the grace period"),
+        }
+        Ok(())
+    }
+}
+
+/// The worker side of a node: the pool that claims and runs tasks, the callback
+/// dispatcher and the housekeeping.
+#[derive(Debug)]
+pub struct WorkerNode {
+    services: Arc<Services>,
+}
+
+impl WorkerNode {
+    /// The worker side over `services`.
+    pub fn build(services: Arc<Services>) -> Self {
+        Self { services }
+    }
+
+    /// Runs the workers, the callback dispatcher and the housekeeping (start-up sweep of
+    /// crashed runs' leftovers, then kept checkouts, pruning and the data directory's size)
+    /// until `shutdown` fires; then stops claiming, lets running tasks finish within
+    /// `shutdown_grace_secs` (handing unfinished tasks back to the queue), and stops the
+    /// model gateway once no agent can call it any more.
+    pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let services = self.services;
+        let housekeeping = Housekeeping::new(
+            HousekeepingConfig::from_config(&services.config),
+            services.git.clone(),
+            Arc::clone(&services.registry),
+            Arc::clone(&services.store),
+            services.metrics.clone(),
+        );
+        // Before the workers start, every checkout on disk is a leftover: no attempt of this
+        // node runs yet. That holds only if no other process uses the data directory.
+        let data_dir = &services.config.data_dir;
+        let data_dir_lock = housekeeping::lock_data_dir(data_dir);
+        let leftovers = match &data_dir_lock {
+            Ok(Some(_)) => Some(housekeeping.find_leftovers().await),
+            Ok(None) => {
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    "another rdev process uses this data directory; what crashed runs left \
+                     there is not swept (give every node its own data_dir)"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(data_dir = %data_dir.display(), error = %e, "could not lock the data directory; nothing swept at start");
+                None
+            }
+        };
+        let pool = WorkerPool::new(
+            Arc::clone(&services),
+            PoolConfig::from_config(&services.config),
+        );
+        let workers = tokio::spawn(pool.run(shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping.run(shutdown.clone(), leftovers));
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&services.store),
+            services.secrets.clone(),
+            services.config.dispatch(),
+        );
+        let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
+        shutdown.cancelled().await;
+        let _ = workers.await;
+        // Only now: agents finishing within the grace period still called the model.
+        services.gateway.stop();
+        let _ = dispatch.await;
+        let _ = housekeeping.await;
+        drop(data_dir_lock);
+        Ok(())
+    }
+}
+
+/// A built, not yet running, `rdev serve` node: the API and the worker side over one
+/// [`Services`].
 #[derive(Debug)]
 pub struct Application {
-    /// `None` for a worker-only node (`rdev worker`).
-    listener: Option<TcpListener>,
-    state: AppState,
-    woodpecker: Option<Woodpecker>,
-    shutdown: CancellationToken,
-    /// The model gateway every agent's model calls go through.
-    gateway: Gateway,
-}
-
-/// Why [`build_agent`] could not make an adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentSetupError {
-    #[error("unknown provider {0:?} (known: {known})", known = KNOWN_PROVIDERS)]
-    Unknown(String),
-    /// The provider is known but cannot run here (e.g. its CLI is missing).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-const KNOWN_PROVIDERS: &str = "claude-code, opencode";
-
-/// The adapter for provider `id`, configured from `config.agents` (what `rdev serve` and
-/// `rdev agent run` both use). Adding a provider is one match arm.
-pub fn build_agent(
-    config: &Config,
-    id: &str,
-    shutdown: &CancellationToken,
-) -> Result<Arc<dyn CodeAgent>, AgentSetupError> {
-    let unavailable = |e: &dyn std::fmt::Display| AgentSetupError::Unavailable(e.to_string());
-    let sandbox = config.agents.sandbox_config();
-    match id {
-        AgentProvider::CLAUDE_CODE => {
-            let mut claude = config.agents.claude_code.clone();
-            claude.sandbox = sandbox;
-            ClaudeCodeAgent::new(claude)
-                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-                .map_err(|e| unavailable(&e))
-        }
-        AgentProvider::OPENCODE => {
-            let mut opencode = config.agents.opencode.clone().with_env_overrides();
-            let (writable, read_only) = GitWorkspaces::agent_roots(&config.data_dir.join("git"));
-            // The server's sandbox mounts these at start, before the first checkout exists.
-            for dir in writable.iter().chain(&read_only) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    AgentSetupError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
-            opencode.server.sandbox = sandbox;
-            opencode.server.task_roots = writable;
-            opencode.server.task_read_only = read_only;
-            OpenCodeAgent::from_config(opencode, shutdown)
-                .map(|a| Arc::new(a) as Arc<dyn CodeAgent>)
-                .map_err(|e| unavailable(&e))
-        }
-        other => Err(AgentSetupError::Unknown(other.to_owned())),
-    }
-}
-
-/// The code agents named in `config.agents.enabled`, the first being the default, and their
-/// readiness. An agent that cannot be set up is skipped (so one broken provider does not
-/// stop rdev) and reported `unavailable` with the reason.
-pub fn build_registry(
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(ProviderRegistry, Readiness)> {
-    let registry = ProviderRegistry::new();
-    let mut failures = std::collections::BTreeMap::new();
-    if config.agents.sandbox == rdev_agents::sandbox::SandboxMode::None {
-        tracing::warn!(
-            "agents.sandbox = \"none\": agents run UNSANDBOXED and can read everything rdev \
-             can (data directory, master key, environment); use this only when a VM or \
-             container per rdev is the boundary"
-        );
-    }
-    for id in &config.agents.enabled {
-        match build_agent(config, id, shutdown) {
-            Ok(agent) => registry.register(agent)?,
-            Err(AgentSetupError::Unknown(other)) => anyhow::bail!(
-                "unknown agent provider {other:?} in agents.enabled (known: {KNOWN_PROVIDERS})"
-            ),
-            Err(e) => {
-                failures.insert(id.clone(), e.to_string());
-            }
-        }
-    }
-    Ok((registry, Readiness::new(config, failures)))
-}
-
-/// Opens the database at `url` and brings its schema up to date (what `serve`, `worker`,
-/// `migrate` and `secret` all start with). Errors name the URL without its password.
-pub async fn open_database(url: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(url).await.with_context(|| {
-        format!(
-            "could not open database {}",
-            rdev_store::db::redact_url(url)
-        )
-    })?;
-    db.migrate()
-        .await
-        .context("could not migrate the database")?;
-    Ok(db)
+    services: Arc<Services>,
+    api: ApiServer,
+    worker: WorkerNode,
 }
 
 impl Application {
-    /// Connects the database, runs migrations, loads templates and the master key, sets up
-    /// the agents and binds the listener.
+    /// Builds the services ([`Services::build`]) and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_node(config, true).await
-    }
-
-    /// The same without the HTTP API: a node that only runs workers and delivers callbacks
-    /// (`rdev worker`, for extra nodes sharing one PostgreSQL).
-    pub async fn build_worker(config: Config) -> anyhow::Result<Self> {
-        Self::build_node(config, false).await
-    }
-
-    async fn build_node(mut config: Config, serve_api: bool) -> anyhow::Result<Self> {
-        let db = open_database(&config.database_url).await?;
-        let tokens = TokenService::from_config(&config, Arc::new(SqlTokenStore::new(db.clone())));
-        if serve_api {
-            // Before anything else logs, so a refusal is the only line the user sees.
-            let stored = tokens
-                .has_tokens()
-                .await
-                .context("could not read the API tokens")?;
-            check_exposure(&config, stored)?;
-            if tokens.is_open().await? {
-                tracing::warn!(
-                    "no RDEV_API_TOKEN and no API token exist: the API accepts unauthenticated \
-                     requests (create one with `rdev token create NAME --scope admin`)"
-                );
-            }
-        }
-        let store = Arc::new(
-            SqlStore::new(db.clone(), StoreConfig::default())
-                .await
-                .context("could not start the store")?,
-        );
-        let metrics = Metrics::default();
-        let settings = config.gateway_settings()?;
-        let gateway = Gateway::start(settings, Some(store.clone()), metrics.clone()).await?;
-        config.agents.gateway = Some(gateway.link());
-        let templates = TemplateRegistry::load(&config.template_dirs)
-            .context("could not load the project templates")?;
-        let secrets = SecretService::from_config(&config, db.clone())
-            .context("could not load the master key for the credential store")?;
-        secrets
-            .verify_key()
+        let services = Services::build(config, NodeRole::Serve).await?;
+        let listen = services.config.listen;
+        let listener = TcpListener::bind(listen)
             .await
-            .context("the master key does not open this database's secrets")?;
-        config.log_startup(secrets.key_source());
-        let shutdown = CancellationToken::new();
-        let (registry, readiness) = build_registry(&config, &shutdown)?;
-        readiness.log(&config, &registry).await;
-        let woodpecker = match &config.woodpecker {
-            Some(w) => Some(Woodpecker {
-                client: WoodpeckerClient::new(&w.url, w.token.clone())
-                    .context("invalid woodpecker configuration")?,
-                appear_timeout: Duration::from_secs(w.appear_timeout_secs),
-                pipeline_timeout: Duration::from_secs(w.pipeline_timeout_secs),
-                poll: Duration::from_millis(w.poll_ms),
-            }),
-            None => None,
-        };
-        let listener = if serve_api {
-            Some(
-                TcpListener::bind(config.listen)
-                    .await
-                    .with_context(|| format!("could not listen on {}", config.listen))?,
-            )
-        } else {
-            None
-        };
+            .with_context(|| format!("could not listen on {listen}"))?;
         Ok(Self {
-            listener,
-            state: AppState {
-                db,
-                store,
-                templates: Arc::new(templates),
-                git: GitWorkspaces::new(config.data_dir.join("git"))
-                    .with_spare_limit(config.git_spare_checkouts),
-                registry: Arc::new(registry),
-                readiness,
-                cancels: TaskCancels::default(),
-                metrics,
-                outbox_wakeup: Arc::default(),
-                config: Arc::new(config),
-                secrets: Arc::new(secrets),
-                tokens,
-            },
-            woodpecker,
-            shutdown,
-            gateway,
+            api: ApiServer::build(Arc::clone(&services), listener),
+            worker: WorkerNode::build(Arc::clone(&services)),
+            services,
         })
     }
 
@@ -234,122 +160,55 @@ impl Application {
     }
 
     /// The address the API listens on.
-    ///
-    /// # Panics
-    /// On a worker-only node, which has no listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .as_ref()
-            .expect("a worker-only node has no listener")
+        self.api
             .local_addr()
             .expect("a bound listener has an address")
     }
 
     /// The agents this node runs; more can be registered before `run_until_stopped`.
     pub fn registry(&self) -> Arc<ProviderRegistry> {
-        Arc::clone(&self.state.registry)
+        Arc::clone(&self.services.registry)
     }
 
-    /// Cancelling this token stops the server gracefully.
+    /// Cancelling this token stops the node gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.services.shutdown.clone()
     }
 
-    /// The worker dependencies this application uses (also for `rdev worker`).
-    fn worker_deps(&self) -> WorkerDeps {
-        let s = &self.state;
-        WorkerDeps {
-            store: Arc::clone(&s.store),
-            registry: Arc::clone(&s.registry),
-            templates: Arc::clone(&s.templates),
-            git: s.git.clone(),
-            secrets: Arc::clone(&s.secrets),
-            cancels: s.cancels.clone(),
-            metrics: s.metrics.clone(),
-            outbox_wakeup: Arc::clone(&s.outbox_wakeup),
-            woodpecker: self.woodpecker.clone(),
-            config: Arc::clone(&s.config),
-            gateway: self.gateway.clone(),
-        }
-    }
-
-    /// Serves the API, runs the workers, the callback dispatcher and the housekeeping
-    /// (start-up sweep of crashed runs' leftovers, then kept checkouts, pruning and the
-    /// data directory's size) until the shutdown token is cancelled; then stops claiming, lets running tasks and requests finish
-    /// within `shutdown_grace_secs` (handing unfinished tasks back to the queue) and closes
-    /// the database.
+    /// Runs the API and the worker side until the shutdown token is cancelled, lets both
+    /// drain, then closes the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let deps = self.worker_deps();
         let Self {
-            listener,
-            state,
-            shutdown,
-            gateway,
-            ..
+            services,
+            api,
+            worker,
         } = self;
-        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-        let db = state.db.clone();
-        let housekeeping = Housekeeping::new(
-            HousekeepingConfig::from_config(&state.config),
-            state.git.clone(),
-            Arc::clone(&state.registry),
-            Arc::clone(&state.store),
-            state.metrics.clone(),
-        );
-        // Before the workers start, every checkout on disk is a leftover: no attempt of this
-        // node runs yet. That holds only if no other process uses the data directory.
-        let data_dir = &state.config.data_dir;
-        let data_dir_lock = housekeeping::lock_data_dir(data_dir);
-        let leftovers = match &data_dir_lock {
-            Ok(Some(_)) => Some(housekeeping.find_leftovers().await),
-            Ok(None) => {
-                tracing::warn!(
-                    data_dir = %data_dir.display(),
-                    "another rdev process uses this data directory; what crashed runs left                      there is not swept (give every node its own data_dir)"
-                );
-                None
-            }
-            Err(e) => {
-                tracing::warn!(data_dir = %data_dir.display(), error = %e, "could not lock the data directory; nothing swept at start");
-                None
-            }
-        };
-        let pool = WorkerPool::new(deps, PoolConfig::from_config(&state.config));
-        let workers = tokio::spawn(pool.run(shutdown.clone()));
-        let housekeeping = tokio::spawn(housekeeping.run(shutdown.clone(), leftovers));
-        let dispatcher = Dispatcher::new(
-            Arc::clone(&state.store),
-            state.secrets.clone(),
-            state.config.dispatch(),
-        )
-        .with_wakeup(Arc::clone(&state.outbox_wakeup));
-        let dispatch = tokio::spawn(dispatcher.run(shutdown.clone()));
-        if let Some(listener) = listener {
-            let app = api::router(state);
-            let stop = shutdown.clone();
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                stop.cancelled().await;
-                tracing::info!("shutdown signal received; draining");
-            });
-            let server = tokio::spawn(async move { server.await });
-            shutdown.cancelled().await;
-            match tokio::time::timeout(grace, server).await {
-                Ok(joined) => joined.context("server task panicked")??,
-                Err(_) => tracing::warn!(?grace, "requests still running after the grace period"),
-            }
-        } else {
-            drop(state);
-            shutdown.cancelled().await;
-            tracing::info!("shutdown signal received; draining");
-        }
-        let _ = workers.await;
-        // Only now: agents finishing within the grace period still called the model.
-        gateway.stop();
-        let _ = dispatch.await;
-        let _ = housekeeping.await;
-        drop(data_dir_lock);
-        db.close().await;
+        let shutdown = services.shutdown.clone();
+        let (api, worker) =
+            tokio::join!(api.run_until(shutdown.clone()), worker.run_until(shutdown));
+        services.close().await;
         tracing::info!("stopped");
-        Ok(())
+        api.and(worker)
     }
+}
+
+/// `rdev worker`: builds the services for a worker-only node and runs its worker side
+/// until `shutdown` fires (or the services' own token is cancelled).
+pub async fn run_worker_node(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let services = Services::build(config, NodeRole::Worker).await?;
+    let own = services.shutdown.clone();
+    let stop = services.shutdown.clone();
+    let forward = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.cancel();
+    });
+    tracing::info!("rdev worker started");
+    let ended = WorkerNode::build(Arc::clone(&services))
+        .run_until(own)
+        .await;
+    forward.abort();
+    services.close().await;
+    tracing::info!("stopped");
+    ended
 }

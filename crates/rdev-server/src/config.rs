@@ -3,6 +3,7 @@
 //! describes settings; it opens no connection and starts nothing. Unknown keys are errors
 //! and paths are made absolute at load (`keys`, `paths`).
 
+mod aliases;
 mod gateway;
 mod keys;
 mod paths;
@@ -51,6 +52,12 @@ pub struct Config {
     /// unless `allow_unauthenticated`. Empty is a configuration error.
     #[serde(deserialize_with = "non_empty_token")]
     pub api_token: Option<SecretString>,
+    /// The credential store's master key, base64 of 32 bytes (`RDEV_MASTER_KEY`). Unset:
+    /// the key file. Best given in the environment, never in a file others can read.
+    pub master_key: Option<SecretString>,
+    /// The master key file (`RDEV_MASTER_KEY_FILE`, default `<data_dir>/master.key`),
+    /// created with mode 0600 when missing.
+    pub master_key_file: Option<PathBuf>,
     /// Serve an API without any credential on a non-loopback address (off: refused).
     pub allow_unauthenticated: bool,
     /// Allow callback URLs in private/loopback ranges (off by default: SSRF).
@@ -69,6 +76,9 @@ pub struct Config {
     /// Spare checkouts kept ready across all projects (0: none; every task then fetches
     /// and clones on its critical path). See docs/decisions.md, "Git workspaces".
     pub git_spare_checkouts: usize,
+    /// How long one git command (fetch, clone, push, ...) may run before it is killed and
+    /// fails with `git_timeout`, in seconds (default 600, at least 1).
+    pub git_timeout_secs: u64,
     /// Author and committer of rdev's commits.
     pub commit_author_name: String,
     pub commit_author_email: String,
@@ -135,11 +145,7 @@ impl AgentsConfig {
             {
                 "kubernetes_pod"
             }
-            rdev_core::AgentProvider::OPENCODE
-                if self.opencode.clone().with_env_overrides().url.is_some() =>
-            {
-                "external"
-            }
+            rdev_core::AgentProvider::OPENCODE if self.opencode.url.is_some() => "external",
             _ => self.sandbox.as_str(),
         }
     }
@@ -206,6 +212,8 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             log_format: LogFormat::Auto,
             api_token: None,
+            master_key: None,
+            master_key_file: None,
             allow_unauthenticated: false,
             allow_private_callbacks: false,
             shutdown_grace_secs: 30,
@@ -214,6 +222,7 @@ impl Default for Config {
             template_dirs: Vec::new(),
             git_root: None,
             git_spare_checkouts: crate::git::DEFAULT_SPARE_CHECKOUTS,
+            git_timeout_secs: crate::git::DEFAULT_GIT_TIMEOUT.as_secs(),
             commit_author_name: "rdev".to_owned(),
             commit_author_email: "rdev@localhost".to_owned(),
             worker_concurrency: 2,
@@ -253,7 +262,9 @@ impl rdev_core::ErrorCode for ConfigError {
 }
 
 impl Config {
-    /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables, and
+    /// The one reader of rdev's settings (nothing else reads one from the environment).
+    /// Loads defaults, then the TOML file (if it exists), then `RDEV_*` variables and the
+    /// short aliases of `aliases` (`RDEV_CLAUDE_BIN`, ...), and
     /// makes every path absolute against the current directory ([`Config::resolve_paths`]).
     /// Nested keys use a double underscore: `RDEV_AGENTS__OPENCODE__URL`. Keys are
     /// lower-cased except a variable name below an `env` table, which keeps its case
@@ -273,6 +284,7 @@ impl Config {
             }
         }
         let path = explicit.unwrap_or_else(|| PathBuf::from("rdev.toml"));
+        let env = |k: &str| std::env::var(k).ok();
         let mut config: Self = Figment::new()
             .merge(Toml::file(&path))
             .merge(
@@ -283,6 +295,8 @@ impl Config {
                     // After the last map: each one turns lower-casing back on.
                     .lowercase(false),
             )
+            .merge(aliases::provider(aliases::Precedence::Override, &env))
+            .join(aliases::provider(aliases::Precedence::Fallback, &env))
             .extract()
             .map_err(|e| ConfigError(keys::describe(&e)))?;
         let cwd = std::env::current_dir()

@@ -2,10 +2,10 @@
 //! only the server needs (git workspaces, Woodpecker, callbacks). `Application::build`
 //! wires them; `main.rs` in `rdev-cli` stays thin.
 
+pub mod agent_setup;
 pub mod api;
 pub mod app;
 pub mod callbacks;
-pub mod cancels;
 pub mod config;
 pub mod doctor;
 pub mod gateway;
@@ -13,8 +13,10 @@ pub mod git;
 pub mod housekeeping;
 pub mod metrics;
 pub mod project_service;
+pub mod running;
 pub mod scan;
 pub mod secrets;
+pub mod services;
 pub mod telemetry;
 pub mod templates;
 pub mod tokens;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rdev_core::{OutboxRow, OutboxStore, StoreError, TaskId};
+use rdev_core::{OutboxRow, OutboxStore, StoreError, TaskId, WorkSignal};
 
 use crate::{
     sql::{db_err, on_pool, BeginWrite, OutboxDbRow, Ts, OUTBOX_COLS},
@@ -23,6 +23,10 @@ fn outbox_not_found(id: i64) -> StoreError {
 
 #[async_trait]
 impl OutboxStore for SqlStore {
+    fn subscribe_outbox(&self) -> WorkSignal {
+        WorkSignal(self.inner.outbox.subscribe())
+    }
+
     async fn claim_due(&self, limit: u32, hold: Duration) -> Result<Vec<OutboxRow>, StoreError> {
         let now = self.now();
         let until = now + crate::queue::chrono_dur(hold);

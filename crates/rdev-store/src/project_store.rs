@@ -1,7 +1,8 @@
 //! The [`ProjectStore`] port on [`SqlStore`]: project rows by name. A project's deletion is
 //! the one place that reaches into tasks and secrets: it cancels through the queue's own
 //! [`CancelInTx`] and deletes the project's sealed secret rows (never reading one) with
-//! their audit rows, all in one transaction. It must not send HTTP, sign anything or touch
+//! their audit rows, all in one transaction (a failed creation is discarded by the same
+//! transaction without the secrets and tokens). It must not send HTTP, sign anything or touch
 //! files.
 
 use async_trait::async_trait;
@@ -48,8 +49,8 @@ impl SqlStore {
         Ok(on_pool!(&self.inner.db, pool => {
             let q = sqlx::query(sql)
                 .bind(p.name.as_str())
-                .bind(&p.repo_url)
-                .bind(&p.default_branch)
+                .bind(p.repo_url.as_str())
+                .bind(p.default_branch.as_str())
                 .bind(p.template.as_deref())
                 .bind(p.woodpecker_repo_id)
                 .bind(p.deploy_url_pattern.as_deref())
@@ -119,6 +120,32 @@ impl ProjectStore for SqlStore {
         name: &ProjectName,
         actor: &str,
     ) -> Result<ProjectDeletion, StoreError> {
+        self.remove_project(name, actor, Removal::Delete).await
+    }
+
+    async fn discard_project(&self, name: &ProjectName) -> Result<ProjectDeletion, StoreError> {
+        self.remove_project(name, "rdev", Removal::Discard).await
+    }
+}
+
+/// What removing a project takes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// A deletion: the project's secrets and its place in API tokens go too.
+    Delete,
+    /// A creation undone: secrets and tokens stay (they may predate the project).
+    Discard,
+}
+
+impl SqlStore {
+    /// The transaction behind [`ProjectStore::delete_project`] and
+    /// [`ProjectStore::discard_project`].
+    async fn remove_project(
+        &self,
+        name: &ProjectName,
+        actor: &str,
+        removal: Removal,
+    ) -> Result<ProjectDeletion, StoreError> {
         let now = self.now();
         let scope = SecretScope::Project(name.clone());
         let lock = if self.is_postgres() {
@@ -176,6 +203,10 @@ impl ProjectStore for SqlStore {
             .await
             .map_err(db_err)?
             .rows_affected();
+            let mut secrets_removed = Vec::new();
+            let (mut tokens_revoked, mut tokens_narrowed) = (Vec::new(), Vec::new());
+            // A creation undone leaves secrets and tokens alone: they may predate it.
+            if removal == Removal::Delete {
             let secrets: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT name, COUNT(*) FROM secrets WHERE scope = $1 GROUP BY name ORDER BY name",
             )
@@ -188,7 +219,6 @@ impl ProjectStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let mut secrets_removed = Vec::with_capacity(secrets.len());
             for (secret, versions) in secrets {
                 let secret = SecretName::parse(&secret).map_err(corrupt)?;
                 let audit = AuditEntry {
@@ -211,7 +241,6 @@ impl ProjectStore for SqlStore {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err)?;
-            let (mut tokens_revoked, mut tokens_narrowed) = (Vec::new(), Vec::new());
             for (token, sqlx::types::Json(projects)) in tokens {
                 if !projects.iter().any(|p| p == name.as_str()) {
                     continue;
@@ -234,6 +263,7 @@ impl ProjectStore for SqlStore {
                         .map_err(db_err)?;
                     tokens_narrowed.push(token);
                 }
+            }
             }
             sqlx::query("DELETE FROM projects WHERE name = $1")
                 .bind(name.as_str())

@@ -10,8 +10,8 @@ use std::{sync::LazyLock, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rdev_core::{
-    callback_payload, CompleteReport, FailOutcome, HeartbeatOutcome, Lease, LeaseKey, LeaseToken,
-    ReapReport, StoreError, TaskId, TaskStatus, Wake, WorkQueue, WorkSignal, WorkTask,
+    callback_payload, BuildResult, CompleteReport, FailOutcome, HeartbeatOutcome, Lease, LeaseKey,
+    LeaseToken, ReapReport, StoreError, TaskId, TaskStatus, Wake, WorkQueue, WorkSignal, WorkTask,
 };
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -423,11 +423,7 @@ impl WorkQueue for SqlStore {
         })
     }
 
-    async fn complete(
-        &self,
-        lease: &LeaseKey,
-        result: serde_json::Value,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, lease: &LeaseKey, result: BuildResult) -> Result<(), StoreError> {
         let report = self.complete_many(&[(*lease, result)]).await?;
         if report.completed.is_empty() {
             return Err(lost(lease.task_id));
@@ -437,7 +433,7 @@ impl WorkQueue for SqlStore {
 
     async fn complete_many(
         &self,
-        items: &[(LeaseKey, serde_json::Value)],
+        items: &[(LeaseKey, BuildResult)],
     ) -> Result<CompleteReport, StoreError> {
         let now = self.now();
         let mut report = CompleteReport::default();
@@ -471,6 +467,9 @@ impl WorkQueue for SqlStore {
             }
             tx.commit().await.map_err(db_err)?;
         });
+        if !report.completed.is_empty() {
+            self.announce_outbox();
+        }
         Ok(report)
     }
 
@@ -498,6 +497,9 @@ impl WorkQueue for SqlStore {
                 return Err(lost(lease.task_id));
             }
             tx.commit().await.map_err(db_err)?;
+            if matches!(outcome, FailOutcome::Dead) {
+                self.announce_outbox();
+            }
             Ok(outcome)
         })
     }
@@ -508,6 +510,7 @@ impl WorkQueue for SqlStore {
             let mut tx = pool.begin_write().await.map_err(db_err)?;
             let task = tx.cancel_task(self, id, now).await??;
             tx.commit().await.map_err(db_err)?;
+            self.announce_outbox();
             Ok(task)
         })
     }
@@ -539,6 +542,9 @@ impl WorkQueue for SqlStore {
         });
         if !report.requeued.is_empty() {
             self.announce();
+        }
+        if !report.dead.is_empty() {
+            self.announce_outbox();
         }
         Ok(report)
     }

@@ -8,8 +8,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use rdev_core::{
-    credentials::InjectionPlan, queue::truncate_millis, AgentProvider, AttemptRecord, BuildSpec,
-    OutboxRow, Project, ProjectName, StoreError, TaskEvent, TaskId, TaskStatus, WorkTask,
+    credentials::InjectionPlan, queue::truncate_millis, AgentProvider, AttemptRecord, BranchName,
+    BuildResult, BuildSpec, OutboxRow, Project, ProjectName, RepoUrl, StoreError, TaskEvent,
+    TaskId, TaskStatus, WorkTask,
 };
 use sqlx::{
     encode::IsNull,
@@ -146,7 +147,8 @@ pub struct TaskRow {
     pub created_at: Ts,
     pub started_at: Option<Ts>,
     pub finished_at: Option<Ts>,
-    pub result: Option<Json<serde_json::Value>>,
+    /// `Option` inside too: earlier versions of the bench completed tasks with JSON `null`.
+    pub result: Option<Json<Option<BuildResult>>>,
     pub error: Option<String>,
     pub retry_of: Option<Uuid>,
 }
@@ -163,7 +165,7 @@ impl TaskRow {
             created_at: self.created_at.0,
             started_at: self.started_at.map(|t| t.0),
             finished_at: self.finished_at.map(|t| t.0),
-            result: self.result.map(|j| j.0),
+            result: self.result.and_then(|j| j.0),
             error: self.error,
             retry_of: self.retry_of.map(TaskId),
         })
@@ -194,8 +196,8 @@ impl ProjectRow {
     pub fn into_project(self) -> Result<Project, StoreError> {
         Ok(Project {
             name: ProjectName::parse(&self.name).map_err(corrupt)?,
-            repo_url: self.repo_url,
-            default_branch: self.default_branch,
+            repo_url: RepoUrl::from_stored(self.repo_url),
+            default_branch: BranchName::from_stored(self.default_branch),
             template: self.template,
             woodpecker_repo_id: self.woodpecker_repo_id,
             deploy_url_pattern: self.deploy_url_pattern,

@@ -53,6 +53,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Bumped on every announcement; idle workers watch it.
     pub(crate) signal: Arc<watch::Sender<u64>>,
+    /// Bumped after a commit that may have written a callback outbox row; this node's
+    /// dispatcher watches it, so a callback leaves at once instead of at the next poll.
+    pub(crate) outbox: watch::Sender<u64>,
     shutdown: CancellationToken,
 }
 
@@ -104,6 +107,7 @@ impl SqlStore {
                 config,
                 clock,
                 signal,
+                outbox: watch::channel(0u64).0,
                 shutdown,
             }),
         })
@@ -121,6 +125,11 @@ impl SqlStore {
     /// Wakes this process's idle workers.
     pub(crate) fn announce(&self) {
         self.inner.signal.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Wakes this process's callback dispatcher: a commit may have written an outbox row.
+    pub(crate) fn announce_outbox(&self) {
+        self.inner.outbox.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     pub(crate) fn is_postgres(&self) -> bool {

@@ -183,12 +183,10 @@ impl ClaudeCodeConfig {
         Ok(())
     }
 
-    /// The binary to run: `RDEV_CLAUDE_BIN`, else [`Self::bin`], else (local transport) the
+    /// The binary to run: [`Self::bin`] (which `RDEV_CLAUDE_BIN` sets, read by rdev's
+    /// configuration), else (local transport) the
     /// one `scripts/setup-tools` installed, else `claude` from `PATH`.
     pub fn resolve_bin(&self) -> PathBuf {
-        if let Some(v) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
-            return settings::absolute_program(PathBuf::from(v));
-        }
         if let Some(bin) = &self.bin {
             return bin.clone();
         }

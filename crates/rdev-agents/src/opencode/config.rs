@@ -195,32 +195,6 @@ impl ModelRef {
 }
 
 impl OpenCodeConfig {
-    /// Applies `RDEV_OPENCODE_URL`, `RDEV_OPENCODE_BIN`, `OPENCODE_SERVER_PASSWORD` and
-    /// `OPENCODE_SERVER_USERNAME` from the process environment.
-    pub fn with_env_overrides(self) -> Self {
-        self.with_overrides_from(|k| std::env::var(k).ok())
-    }
-
-    /// Applies overrides from `lookup` (the environment, or a map in tests). The URL and
-    /// binary variables override configuration; the password and user name only fill
-    /// what configuration left unset.
-    pub fn with_overrides_from(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        if let Some(url) = get(URL_ENV) {
-            self.url = Some(url);
-        }
-        if let Some(bin) = get(BIN_ENV) {
-            self.bin = Some(settings::absolute_program(PathBuf::from(bin)));
-        }
-        if self.password.is_none() {
-            self.password = get(PASSWORD_ENV).map(SecretString::new);
-        }
-        if self.username.is_none() {
-            self.username = get(USERNAME_ENV);
-        }
-        self
-    }
-
     /// Checks settings that would otherwise fail at the first run.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.url {
@@ -313,8 +287,6 @@ fn redact_userinfo(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     #[test]
@@ -336,33 +308,6 @@ mod tests {
             "{dbg}"
         );
         assert!(cfg.validate().is_ok());
-    }
-
-    #[test]
-    fn env_overrides_url_and_fills_the_password_only_when_unset() {
-        let env: HashMap<&str, &str> = [
-            (URL_ENV, "http://127.0.0.1:9999"),
-            (PASSWORD_ENV, "from-env"),
-        ]
-        .into_iter()
-        .collect();
-        let lookup = |k: &str| env.get(k).map(|v| (*v).to_owned());
-        let cfg = OpenCodeConfig {
-            url: Some("http://127.0.0.1:1".into()),
-            ..OpenCodeConfig::default()
-        }
-        .with_overrides_from(lookup);
-        assert_eq!(cfg.url.as_deref(), Some("http://127.0.0.1:9999"));
-        assert_eq!(
-            cfg.password.as_ref().map(SecretString::expose),
-            Some("from-env")
-        );
-        let cfg = OpenCodeConfig {
-            password: Some(SecretString::new("configured")),
-            ..OpenCodeConfig::default()
-        }
-        .with_overrides_from(lookup);
-        assert_eq!(cfg.password.unwrap().expose(), "configured");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! [`ApiError`]: the one place domain errors become HTTP responses. Every error body is
-//! `{"error":{"code","message"}}` with a stable code; messages never carry secrets.
+//! `{"error":{"code","message"}}` with a stable code; messages never carry secrets. Every
+//! mapping of a [`StoreError`] (bare or inside a service's error) to a status lives here:
+//! handlers use `?` or a named helper below, never a match of their own.
 
 use axum::{
     extract::rejection::{JsonRejection, PathRejection, QueryRejection},
@@ -7,8 +9,14 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use rdev_core::ErrorCode;
+use rdev_core::{ErrorCode, StoreError, TaskId};
 use serde_json::json;
+
+use crate::{
+    git::GitError,
+    project_service::{InitError, ProjectError},
+    secrets::SecretError,
+};
 
 /// An error answered to an API client.
 #[derive(Debug, Clone)]
@@ -81,5 +89,79 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        use StoreError as E;
+        let status = match &e {
+            E::NotFound { .. } => StatusCode::NOT_FOUND,
+            E::Conflict(_) | E::LeaseLost { .. } | E::InvalidTransition(_) => StatusCode::CONFLICT,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Corrupt(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<ProjectError> for ApiError {
+    fn from(e: ProjectError) -> Self {
+        use ProjectError as E;
+        let e = match e {
+            E::Store(store) => return store.into(),
+            e => e,
+        };
+        let status = match &e {
+            E::Invalid(_) | E::Template(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Repository(GitError::RepositoryExists(_)) => StatusCode::CONFLICT,
+            // A secret in the variables is the request's fault, not the remote's.
+            E::Initialise(InitError::SecretInCommit(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Initialise(_) => StatusCode::BAD_GATEWAY,
+            E::WebhookSecret(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Store(_) | E::Repository(_) | E::RepositoryPath(_) => return ApiError::internal(&e),
+        };
+        ApiError::from_code(status, &e)
+    }
+}
+
+/// A credential store error of the `/secrets` routes; messages never contain values.
+pub(super) fn secret_error(e: SecretError) -> ApiError {
+    let status = match &e {
+        // Well-formed, but no client may touch it: only `POST /projects/{name}/webhook-secret`.
+        SecretError::Invalid(rdev_core::ValidationError::ReservedSecretName { .. }) => {
+            StatusCode::FORBIDDEN
+        }
+        SecretError::Invalid(_) | SecretError::InvalidValue(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SecretError::NotFound { .. } | SecretError::Store(StoreError::NotFound { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        SecretError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+        SecretError::MasterKeyMismatch { .. }
+        | SecretError::MasterKeyInvalid { .. }
+        | SecretError::MasterKeyFileInsecure { .. }
+        | SecretError::MasterKeyFile { .. }
+        | SecretError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            tracing::error!(code = e.code(), error = %e, "secret operation failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError::from_code(status, &e)
+}
+
+/// A failed `POST /tasks/{id}/retry`: 409 `not_retryable` when the task's status does not
+/// allow it, otherwise the store error as usual.
+pub(super) fn retry_error(id: TaskId, e: StoreError) -> ApiError {
+    match e {
+        StoreError::InvalidTransition(t) => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "only a failed or cancelled task can be retried; task {id} is {}",
+                t.from
+            ),
+        ),
+        e => e.into(),
     }
 }

@@ -23,15 +23,10 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use rdev_core::ProviderRegistry;
-use rdev_store::Db;
 use tower_http::trace::TraceLayer;
 
 pub use self::error::ApiError;
-use crate::{
-    cancels::TaskCancels, config::Config, doctor::readiness::Readiness, git::GitWorkspaces,
-    metrics::Metrics, secrets::SecretService, templates::TemplateRegistry, tokens::TokenService,
-};
+use crate::{config::Config, services::Services};
 pub use rdev_core::Store;
 
 /// Largest request body accepted (a prompt at the limit plus JSON overhead).
@@ -39,40 +34,18 @@ pub fn body_limit(config: &Config) -> usize {
     config.max_prompt_bytes + 64 * 1024
 }
 
-/// What handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub store: Arc<dyn Store>,
-    pub templates: Arc<TemplateRegistry>,
-    pub git: GitWorkspaces,
-    /// The code agents this node can run.
-    pub registry: Arc<ProviderRegistry>,
-    /// Whether each provider can take a build (`GET /agents`, `/readyz`).
-    pub readiness: Readiness,
-    /// Cancellation of tasks running on this node.
-    pub cancels: TaskCancels,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// Notified when a task on this node finished, so its callback leaves at once.
-    pub outbox_wakeup: Arc<tokio::sync::Notify>,
-    pub config: Arc<Config>,
-    /// The credential store (SPEC 5).
-    pub secrets: Arc<SecretService>,
-    /// API tokens: who may call the API and for what.
-    pub tokens: TokenService,
-}
+/// What handlers share: the node's [`Services`].
+pub type AppState = Arc<Services>;
 
-impl AppState {
-    /// 422 `unknown_template` unless `name` is `None` or a known template.
-    pub fn check_template(&self, name: Option<&str>) -> Result<(), ApiError> {
-        if let Some(name) = name {
-            self.templates
-                .get(name)
-                .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
-        }
-        Ok(())
+/// 422 `unknown_template` unless `name` is `None` or a known template.
+pub(crate) fn check_template(state: &Services, name: Option<&str>) -> Result<(), ApiError> {
+    if let Some(name) = name {
+        state
+            .templates
+            .get(name)
+            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
     }
+    Ok(())
 }
 
 /// The full API.

@@ -1,5 +1,5 @@
 //! `GET /openapi.json`: the API described as OpenAPI 3.1. The document is written here by
-//! hand next to the routers; `tests/api_openapi.rs` requests every path and method it
+//! hand next to the routers; `tests/it/api_openapi.rs` requests every path and method it
 //! lists against the real router, so a route that is documented but missing fails a test.
 
 use axum::{routing::get, Json, Router};

@@ -1,8 +1,10 @@
 //! `/projects`: create, list, show, change and delete projects. Names are validated slugs;
-//! every bad field is a 422 naming the field. Names are checked by `rdev_core::ProjectName`,
-//! the other fields by [`validate`] below, uniqueness by the store.
+//! every bad field is a 422 naming the field. Handlers parse (names by
+//! `rdev_core::ProjectName`, the other fields by [`validate`] below), call the store or
+//! [`crate::project_service`] (which creates and deletes, uniqueness decided by the store),
+//! and map the result; errors become responses in `super::error`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use axum::{
     extract::{rejection::JsonRejection, State},
@@ -13,7 +15,8 @@ use axum::{
 
 use super::extract::Path;
 use rdev_core::{
-    credentials::InjectionPlan, ErrorCode, Project, ProjectName, PushProtection, ValidationError,
+    credentials::InjectionPlan, project_model::validate_network_allow, AllowPattern, BranchName,
+    Budget, Project, ProjectName, PushProtection, RepoUrl, ValidationError,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,9 +24,7 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState};
 use crate::{
     callbacks::keys::rotate_signing_secret,
-    git::{GitEnv, GitError, GitWorkspaces},
-    project_service::{delete_project, initialise_repository, InitError},
-    scan::{rdev_secrets, Scanner},
+    project_service::{create_project, delete_project, NewProject},
 };
 
 /// Project routes.
@@ -94,81 +95,102 @@ pub fn parse_name(name: &str) -> Result<ProjectName, ApiError> {
     ProjectName::parse(name).map_err(|e| invalid(&e))
 }
 
-/// Whether a repository URL carries a credential: any user info on http(s) (a token
-/// alone, `https://TOKEN@host/...`, is the common form), a password on other schemes
-/// (`ssh://git@host/...` names a user, not a secret). scp-like `user@host:path` and local
-/// paths have no password field.
-fn has_credentials(url: &str) -> bool {
-    match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {
-            !u.username().is_empty() || u.password().is_some()
+/// The fields of a project checked beyond its name, from a request or a merged change.
+struct Fields<'a> {
+    secrets: &'a InjectionPlan,
+    push_protection_allow: &'a [String],
+    budget: Budget,
+    network_allow: &'a [String],
+    repo_url: Option<&'a str>,
+    default_branch: Option<&'a str>,
+    deploy_url_pattern: Option<&'a str>,
+    woodpecker_repo_id: Option<i64>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(p: &'a Project) -> Self {
+        Self {
+            secrets: &p.secrets,
+            push_protection_allow: &p.push_protection_allow,
+            budget: p.budget(),
+            network_allow: &p.network_allow,
+            repo_url: Some(p.repo_url.as_str()),
+            default_branch: Some(p.default_branch.as_str()),
+            deploy_url_pattern: p.deploy_url_pattern.as_deref(),
+            woodpecker_repo_id: p.woodpecker_repo_id,
         }
-        Ok(u) => u.password().is_some(),
-        Err(_) => false,
     }
 }
 
-/// Field rules beyond the name: a usable repository URL, a safe branch name, a provider
-/// id, a deploy URL pattern with known placeholders, a secret plan that sets no fenced
-/// variable and names no reserved secret (`InjectionPlan::validate`), and a push
-/// protection allow-list of supported patterns (`rdev_core::AllowPattern`).
-fn validate(p: &Project) -> Result<(), ApiError> {
-    p.secrets.validate().map_err(|e| invalid(&e))?;
-    p.push_protection_allow().map_err(|e| invalid(&e))?;
-    p.validate_gateway().map_err(|e| invalid(&e))?;
-    let url = p.repo_url.trim();
-    if url.is_empty()
-        || url.len() > 2048
-        || url.starts_with('-')
-        || url.contains(char::is_whitespace)
-    {
-        return Err(field(
-            "repo_url",
-            "must be a git URL or path, without spaces, not starting with '-'",
-        ));
-    }
-    if has_credentials(url) {
-        return Err(field(
-            "repo_url",
-            "must not contain credentials; store the token as a project secret",
-        ));
-    }
-    let b = &p.default_branch;
-    let branch_ok = !b.is_empty()
-        && b.len() <= 200
-        && !b.starts_with('-')
-        && !b.starts_with('/')
-        && !b.ends_with('/')
-        && !b.ends_with(".lock")
-        && !b.contains("..")
-        && !b.contains("//")
-        && b.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
-    if !branch_ok {
-        return Err(field(
-            "default_branch",
-            format!("{b:?} is not a valid branch name"),
-        ));
-    }
-    if let Some(pattern) = &p.deploy_url_pattern {
+/// Field rules beyond the name, in the order their errors are reported: a secret plan that
+/// sets no fenced variable and names no reserved secret (`InjectionPlan::validate`), a
+/// push protection allow-list of supported patterns (`rdev_core::AllowPattern`), a valid
+/// budget and network allow-list, a usable repository URL ([`RepoUrl`]), a safe branch
+/// name ([`BranchName`]), a deploy URL pattern with known placeholders and a positive
+/// Woodpecker id. Returns the repository URL and branch parsed (when given).
+fn validate(f: Fields<'_>) -> Result<(Option<RepoUrl>, Option<BranchName>), ApiError> {
+    f.secrets.validate().map_err(|e| invalid(&e))?;
+    AllowPattern::parse_all(f.push_protection_allow).map_err(|e| invalid(&e))?;
+    f.budget.validate().map_err(|e| invalid(&e))?;
+    validate_network_allow(f.network_allow).map_err(|e| invalid(&e))?;
+    let repo_url = f
+        .repo_url
+        .map(RepoUrl::parse)
+        .transpose()
+        .map_err(|e| invalid(&e))?;
+    let branch = f
+        .default_branch
+        .map(BranchName::parse)
+        .transpose()
+        .map_err(|e| invalid(&e))?;
+    if let Some(pattern) = f.deploy_url_pattern {
         crate::woodpecker::validate_deploy_url_pattern(pattern)
             .map_err(|e| field("deploy_url_pattern", e.to_string()))?;
     }
-    if let Some(id) = p.woodpecker_repo_id {
+    if let Some(id) = f.woodpecker_repo_id {
         if id <= 0 {
             return Err(field("woodpecker_repo_id", "must be a positive id"));
         }
     }
-    Ok(())
+    Ok((repo_url, branch))
 }
 
-/// The scanner for the first commit of a new project: rdev's own secrets and the rule
-/// set, with the project's allow-list (no build has handed out anything yet).
-fn push_scanner(state: &AppState, p: &Project) -> Result<Arc<Scanner>, ApiError> {
-    let allow = p.push_protection_allow().map_err(|e| invalid(&e))?;
-    let own = rdev_secrets(&state.config);
-    let known = own.iter().map(|(k, v)| (k.as_str(), v.expose()));
-    Ok(Arc::new(Scanner::new(known, allow)))
+/// Parses the body of `POST /projects`; a 422 names the first bad field.
+fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
+    let name = parse_name(&body.name)?;
+    let provider = body
+        .provider
+        .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
+        .transpose()?;
+    let (repo_url, default_branch) = validate(Fields {
+        secrets: &body.secrets,
+        push_protection_allow: &body.push_protection_allow,
+        budget: Budget {
+            max_cost_usd: body.max_cost_usd,
+            max_tokens: body.max_tokens,
+        },
+        network_allow: &body.network_allow,
+        repo_url: body.repo_url.as_deref(),
+        default_branch: body.default_branch.as_deref(),
+        deploy_url_pattern: body.deploy_url_pattern.as_deref(),
+        woodpecker_repo_id: body.woodpecker_repo_id,
+    })?;
+    Ok(NewProject {
+        name,
+        repo_url,
+        default_branch: default_branch.unwrap_or_default(),
+        template: body.template,
+        variables: body.variables,
+        woodpecker_repo_id: body.woodpecker_repo_id,
+        deploy_url_pattern: body.deploy_url_pattern,
+        provider,
+        secrets: body.secrets,
+        push_protection: body.push_protection,
+        push_protection_allow: body.push_protection_allow,
+        network_allow: body.network_allow,
+        max_cost_usd: body.max_cost_usd,
+        max_tokens: body.max_tokens,
+    })
 }
 
 fn to_json(p: &Project) -> Value {
@@ -180,128 +202,11 @@ async fn create(
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    let name = parse_name(&body.name)?;
-    let new_repo = body.repo_url.is_none();
-    // Where the repository rdev creates will be (absolute, so the recorded fact does not
-    // depend on the working directory of a later process).
-    let planned = new_repo
-        .then(|| std::path::absolute(state.config.git_root().join(format!("{name}.git"))))
-        .transpose()
-        .map_err(ApiError::internal)?
-        .map(|p| p.to_string_lossy().into_owned());
-    let project = Project {
-        repo_url: body
-            .repo_url
-            .or_else(|| planned.clone())
-            .unwrap_or_default(),
-        created_repo: planned,
-        name,
-        default_branch: body.default_branch.unwrap_or_else(|| "main".to_owned()),
-        template: body.template,
-        woodpecker_repo_id: body.woodpecker_repo_id,
-        deploy_url_pattern: body.deploy_url_pattern,
-        provider: body
-            .provider
-            .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
-            .transpose()?,
-        secrets: body.secrets,
-        push_protection: body.push_protection,
-        push_protection_allow: body.push_protection_allow,
-        network_allow: body.network_allow,
-        max_cost_usd: body.max_cost_usd,
-        max_tokens: body.max_tokens,
-    };
-    validate(&project)?;
-    state.check_template(project.template.as_deref())?;
-    // Only a repository rdev creates now, or one given with variables, is initialised from
-    // the template; an existing repository with history is never rendered over.
-    let render = new_repo || !body.variables.is_empty();
-    let vars = match &project.template {
-        Some(t) if render => state
-            .templates
-            .validate_variables(t, &body.variables)
-            .map_err(|e| ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e))?,
-        None if !body.variables.is_empty() => {
-            return Err(field("variables", "variables need a template"));
-        }
-        _ => BTreeMap::new(),
-    };
-    match state.store.get_project(&project.name).await {
-        Ok(_) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("conflict: project {} already exists", project.name),
-            ))
-        }
-        Err(rdev_core::StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if new_repo {
-        GitWorkspaces::create_bare_repo(
-            &state.config.git_root(),
-            &project.name,
-            &project.default_branch,
-        )
-        .await
-        .map_err(|e| match e {
-            GitError::RepositoryExists(_) => {
-                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
-            }
-            e => ApiError::internal(&e),
-        })?;
-    }
-    let stored = async {
-        let initial_commit = match &project.template {
-            Some(t) if render => initialise_repository(
-                &state.git,
-                &state.templates,
-                &project,
-                t,
-                &vars,
-                &state.config.author(),
-                &GitEnv::default(),
-                push_scanner(&state, &project)?,
-            )
-            .await
-            .map_err(|e| {
-                // A secret in the variables is the request's fault, not the remote's.
-                let status = match e {
-                    InitError::SecretInCommit(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                ApiError::new(
-                    status,
-                    e.code(),
-                    format!("could not initialise the repository: {e}"),
-                )
-            })?,
-            _ => None,
-        };
-        state.store.create_project(&project).await?;
-        Ok::<_, ApiError>(initial_commit)
-    }
-    .await;
-    let initial_commit = match stored {
-        Ok(sha) => sha,
-        Err(e) => {
-            // The repository was created exclusively by this request: nobody else has it.
-            if let Some(created) = &project.created_repo {
-                if let Err(rm) = tokio::fs::remove_dir_all(created).await {
-                    tracing::warn!(path = %created, error = %rm, "could not remove the repository of a failed project creation");
-                }
-                state.git.forget(&project.name).await;
-            }
-            return Err(e);
-        }
-    };
-    let secret = rotate_signing_secret(&state.secrets, &project.name, "api")
-        .await
-        .map_err(|e| ApiError::from_code(StatusCode::SERVICE_UNAVAILABLE, &e))?;
-    let mut out = to_json(&project);
-    out["initial_commit"] = json!(initial_commit);
+    let created = create_project(&state, parse_new(body)?, "api").await?;
+    let mut out = to_json(&created.project);
+    out["initial_commit"] = json!(created.initial_commit);
     // Shown once: callbacks are signed with it (Standard Webhooks).
-    out["webhook_secret"] = json!(secret.expose());
+    out["webhook_secret"] = json!(created.webhook_secret.expose());
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -369,15 +274,17 @@ async fn update(
         }
         merged[&k] = v;
     }
-    let updated: Project = serde_json::from_value(merged).map_err(|e| {
+    let mut updated: Project = serde_json::from_value(merged).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             e.to_string(),
         )
     })?;
-    validate(&updated)?;
-    state.check_template(updated.template.as_deref())?;
+    let (repo_url, branch) = validate(Fields::of(&updated))?;
+    updated.repo_url = repo_url.unwrap_or(updated.repo_url);
+    updated.default_branch = branch.unwrap_or(updated.default_branch);
+    super::check_template(&state, updated.template.as_deref())?;
     state.store.update_project(&updated).await?;
     Ok(Json(to_json(&updated)))
 }
@@ -389,52 +296,6 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
-    let report = delete_project(
-        state.store.as_ref(),
-        &state.git,
-        &state.cancels,
-        &state.config.git_root(),
-        &name,
-        "api",
-    )
-    .await?;
+    let report = delete_project(&state, &name, "api").await?;
     Ok(Json(json!(report)))
-}
-
-impl From<rdev_core::StoreError> for ApiError {
-    fn from(e: rdev_core::StoreError) -> Self {
-        use rdev_core::StoreError as E;
-        let status = match &e {
-            E::NotFound { .. } => StatusCode::NOT_FOUND,
-            E::Conflict(_) | E::LeaseLost { .. } | E::InvalidTransition(_) => StatusCode::CONFLICT,
-            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::Corrupt(_) => return ApiError::internal(&e),
-        };
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_credentials;
-
-    #[test]
-    fn user_names_that_are_not_secrets_are_allowed() {
-        for url in [
-            "ssh://git@git.example/p.git",
-            "git@git.example:org/p.git",
-            "https://git.example/p.git",
-            "/srv/git/p.git",
-            "file:///srv/git/p.git",
-        ] {
-            assert!(!has_credentials(url), "{url}");
-        }
-        for url in [
-            "https://tok@git.example/p.git",
-            "http://u:tok@git.example/p.git",
-            "ssh://git:tok@git.example/p.git",
-        ] {
-            assert!(has_credentials(url), "{url}");
-        }
-    }
 }

@@ -3,7 +3,8 @@
 //! rejected bodies are answered without echoing what was sent. The callback signing secret
 //! is not reachable here: it is not listed, and `PUT`/`DELETE` on its name answer 403
 //! `reserved_secret_name`. Handlers only parse, call
-//! [`SecretService`](crate::secrets::SecretService) and map errors.
+//! [`SecretService`](crate::secrets::SecretService) and map errors (with
+//! `super::error::secret_error`).
 
 use axum::{
     extract::{rejection::JsonRejection, State},
@@ -13,12 +14,11 @@ use axum::{
 };
 
 use super::extract::{Path, Query};
-use rdev_core::{ErrorCode, SecretMeta, SecretName, SecretScope, SecretString, StoreError};
+use rdev_core::{SecretMeta, SecretName, SecretScope, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
-use crate::secrets::SecretError;
+use super::{error::secret_error, ApiError, AppState};
 
 /// Who the audit log names for API calls.
 const API_ACTOR: &str = "api";
@@ -46,31 +46,6 @@ fn parse(scope: &str, name: &str) -> Result<(SecretScope, SecretName), ApiError>
         SecretScope::parse(scope).map_err(invalid)?,
         SecretName::parse(name).map_err(invalid)?,
     ))
-}
-
-/// Maps a service error to a response; messages never contain values.
-fn api_error(e: SecretError) -> ApiError {
-    let status = match &e {
-        // Well-formed, but no client may touch it: only `POST /projects/{name}/webhook-secret`.
-        SecretError::Invalid(rdev_core::ValidationError::ReservedSecretName { .. }) => {
-            StatusCode::FORBIDDEN
-        }
-        SecretError::Invalid(_) | SecretError::InvalidValue(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        SecretError::NotFound { .. } | SecretError::Store(StoreError::NotFound { .. }) => {
-            StatusCode::NOT_FOUND
-        }
-        SecretError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
-        SecretError::MasterKeyMismatch { .. }
-        | SecretError::MasterKeyInvalid { .. }
-        | SecretError::MasterKeyFileInsecure { .. }
-        | SecretError::MasterKeyFile { .. }
-        | SecretError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => {
-            tracing::error!(code = e.code(), error = %e, "secret operation failed");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    ApiError::from_code(status, &e)
 }
 
 fn meta_json(m: &SecretMeta) -> Value {
@@ -102,7 +77,7 @@ async fn set(
         .secrets
         .set(&scope, &name, &body.value, API_ACTOR)
         .await
-        .map_err(api_error)?;
+        .map_err(secret_error)?;
     let status = if meta.version == 1 {
         StatusCode::CREATED
     } else {
@@ -125,7 +100,7 @@ async fn list(
         .secrets
         .list(scope.as_ref())
         .await
-        .map_err(api_error)?;
+        .map_err(secret_error)?;
     let items: Vec<Value> = metas.iter().map(meta_json).collect();
     Ok(Json(json!({ "secrets": items })))
 }
@@ -139,7 +114,7 @@ async fn remove(
         .secrets
         .remove(&scope, &name, API_ACTOR)
         .await
-        .map_err(api_error)?;
+        .map_err(secret_error)?;
     Ok(Json(
         json!({"scope": scope, "name": name, "deleted_versions": n}),
     ))

@@ -113,9 +113,7 @@ async fn show(
         .collect::<Vec<_>>());
     // Model usage as the gateway metered it: totals, and per attempt and model.
     let usage = state.store.task_usage(id).await?;
-    let mut metered = json!(rdev_core::UsageTotal::of(&usage));
-    metered["by_attempt"] = json!(usage);
-    body["usage"] = metered;
+    body["usage"] = json!(rdev_core::TaskUsage::of(usage));
     Ok(Json(body))
 }
 
@@ -127,8 +125,7 @@ async fn cancel(
     let task = state.store.cancel(id).await?;
     // The worker running it (if on this node) stops at once; on other nodes it notices the
     // lost lease at its next heartbeat.
-    state.cancels.cancel(id);
-    state.outbox_wakeup.notify_one();
+    state.running.cancel(id);
     tracing::info!(task_id = %id, "task cancelled");
     Ok(Json(task_json(&task)))
 }
@@ -141,20 +138,11 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let enqueued = match state.store.retry(id).await {
-        Ok(e) => e,
-        Err(rdev_core::StoreError::InvalidTransition(t)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "not_retryable",
-                format!(
-                    "only a failed or cancelled task can be retried; task {id} is {}",
-                    t.from
-                ),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let enqueued = state
+        .store
+        .retry(id)
+        .await
+        .map_err(|e| super::error::retry_error(id, e))?;
     let status = if enqueued.created {
         tracing::info!(task_id = %enqueued.task.id, retry_of = %id, "task retried");
         StatusCode::ACCEPTED

@@ -92,7 +92,6 @@ pub struct Dispatcher {
     keys: Arc<dyn SigningKeys>,
     http: reqwest::Client,
     config: DispatchConfig,
-    wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// How one attempt went.
@@ -118,23 +117,18 @@ impl Dispatcher {
             keys,
             http,
             config,
-            wakeup: Arc::default(),
         }
-    }
-
-    /// Also wake up when `wakeup` is notified (a task finished on this node), so a
-    /// callback leaves at once instead of at the next poll. Other nodes' rows are found by
-    /// polling.
-    pub fn with_wakeup(mut self, wakeup: Arc<tokio::sync::Notify>) -> Self {
-        self.wakeup = wakeup;
-        self
     }
 
     /// Runs until `shutdown` is cancelled, then lets the attempts in flight finish. Up to
     /// `batch` attempts run at once; a free slot is filled as soon as one ends, so a new
     /// callback never waits for the slowest delivery of an earlier batch.
+    /// A row written by this process wakes it at once (the store's outbox signal); rows of
+    /// other nodes are found by polling every `idle_poll`.
     pub async fn run(self, shutdown: CancellationToken) {
         let hold = self.config.timeout * 3;
+        let mut written = self.store.subscribe_outbox();
+        let mut signal_open = true;
         let mut in_flight = JoinSet::new();
         while !shutdown.is_cancelled() {
             let room = self.config.batch.saturating_sub(in_flight.len() as u32);
@@ -153,7 +147,7 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(self.config.idle_poll) => {}
-                _ = self.wakeup.notified() => {}
+                changed = written.0.changed(), if signal_open => signal_open = changed.is_ok(),
             }
         }
         while in_flight.join_next().await.is_some() {}

@@ -1,8 +1,8 @@
 //! Which keys rdev's configuration has, and what happens to the ones it does not: an
 //! unknown key in the file stops rdev with one line naming it; an `RDEV_*` environment
 //! variable is configuration only when its first part names a top-level key, because the
-//! prefix is shared with variables read elsewhere (`RDEV_MASTER_KEY`, `RDEV_CLAUDE_BIN`,
-//! the CLI's `RDEV_SERVER`, test harness settings). Others are skipped and named in a
+//! prefix is shared with the short aliases (`RDEV_CLAUDE_BIN`, see `aliases`), the CLI's
+//! `RDEV_SERVER`, and test harness settings. Others are skipped and named in a
 //! start-up warning. Key names come from the field lists serde derives, never from a second
 //! hand-written list, so every key someone adds is covered.
 
@@ -14,15 +14,8 @@ use serde::{
 use super::Config;
 
 /// `RDEV_*` variables rdev or its CLI reads outside the configuration; never warned about.
-const NOT_CONFIG_ENV: &[&str] = &[
-    "RDEV_CONFIG",
-    crate::secrets::key::MASTER_KEY_ENV,
-    crate::secrets::key::MASTER_KEY_FILE_ENV,
-    rdev_agents::claude_code::config::BIN_ENV,
-    rdev_agents::opencode::config::BIN_ENV,
-    rdev_agents::opencode::config::URL_ENV,
-    "RDEV_SERVER",
-];
+/// (The short aliases of `aliases` are configuration and never warned about either.)
+const NOT_CONFIG_ENV: &[&str] = &["RDEV_CONFIG", "RDEV_SERVER"];
 
 /// Whether the variable `RDEV_<rest>` is configuration: its first `__`-separated part is a
 /// top-level key (`WORKER_CONCURRENCY`, `AGENTS__SANDBOX`). A nested part that is unknown
@@ -69,6 +62,7 @@ pub fn ignored_env_vars() -> Vec<(String, Option<String>)> {
             k.strip_prefix("RDEV_")
                 .is_some_and(|rest| !is_config_env(rest))
                 && !NOT_CONFIG_ENV.contains(&k.as_str())
+                && !super::aliases::is_alias(k)
         })
         .map(|k| {
             let hint = suggest(&k, &keys).map(str::to_owned);

@@ -23,6 +23,7 @@ impl Config {
         let abs = |p: &mut PathBuf| *p = absolute(base, p);
         let command = |p: &mut PathBuf| *p = absolute_command(base, p);
         abs(&mut self.data_dir);
+        self.master_key_file.iter_mut().for_each(abs);
         self.git_root.iter_mut().for_each(abs);
         self.template_dirs.iter_mut().for_each(abs);
         self.database_url = absolute_sqlite_url(base, &self.database_url);
@@ -65,7 +66,7 @@ impl Config {
             master_key = %master_key,
             claude_bin = %agents.claude_code.resolve_bin().display(),
             claude_config_root = %agents.claude_code.resolve_config_root().display(),
-            opencode_bin = %agents.opencode.clone().with_env_overrides().resolve_bin().display(),
+            opencode_bin = %agents.opencode.resolve_bin().display(),
             opencode_state_dir = %agents.opencode.resolve_state_dir().display(),
             "paths"
         );

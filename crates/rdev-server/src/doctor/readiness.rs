@@ -72,7 +72,7 @@ pub fn agent_binary(config: &Config, id: &str) -> Option<AgentBinary> {
             },
         }),
         AgentProvider::OPENCODE => {
-            let oc = config.agents.opencode.clone().with_env_overrides();
+            let oc = config.agents.opencode.clone();
             oc.url.is_none().then(|| AgentBinary {
                 path: oc.resolve_bin(),
                 program: "opencode",

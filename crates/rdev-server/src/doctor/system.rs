@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use rdev_core::SecretString;
 use rdev_store::{db::redact_url, Db, SqlTokenStore};
 
 use super::Check;
@@ -174,12 +175,13 @@ pub(super) fn data_dir(config: &Config) -> Check {
 /// The master key is valid and its file (when it comes from one) is mode 0600.
 pub(super) fn master_key(config: &Config) -> Check {
     const NAME: &str = "master key";
-    if let Some(text) = std::env::var(key::MASTER_KEY_ENV)
-        .ok()
+    if let Some(text) = config
+        .master_key
+        .as_ref()
+        .map(SecretString::expose)
         .filter(|t| !t.trim().is_empty())
     {
-        let text = zeroize::Zeroizing::new(text);
-        return match key::MasterKey::from_base64(&text, key::MASTER_KEY_ENV) {
+        return match key::MasterKey::from_base64(text, key::MASTER_KEY_ENV) {
             Ok(_) => Check::ok(NAME, format!("from {}", key::MASTER_KEY_ENV)),
             Err(e) => Check::error(
                 NAME,
@@ -191,10 +193,10 @@ pub(super) fn master_key(config: &Config) -> Check {
             ),
         };
     }
-    let path = std::env::var_os(key::MASTER_KEY_FILE_ENV)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .map(|p| std::path::absolute(&p).unwrap_or(p))
+    let path = config
+        .master_key_file
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| config.data_dir.join(key::DEFAULT_KEY_FILE));
     if !path.exists() {
         return Check::ok(

@@ -173,7 +173,7 @@ pub(super) async fn agent_cli(config: &Config, id: &str) -> Check {
         );
     }
     let Some(bin) = agent_binary(config, id) else {
-        return match config.agents.opencode.clone().with_env_overrides().url {
+        return match config.agents.opencode.clone().url {
             Some(url) if id == AgentProvider::OPENCODE => Check::ok(
                 name,
                 format!(

@@ -23,8 +23,8 @@ use super::{Author, GitEnv, GitError};
 /// Longest stderr kept in an error message.
 const STDERR_SNIPPET: usize = 2_000;
 
-/// How long one git command may run.
-const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one git command may run unless configured otherwise (`git_timeout_secs`).
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `-c` options every git command gets ahead of its own arguments. They are passed on the
 /// command line (git's `GIT_CONFIG_PARAMETERS`), which git reads after the
@@ -124,13 +124,14 @@ pub(crate) enum Repo<'a> {
     },
 }
 
-/// One hardened git invocation: the repository, the credential entries and, when it
-/// commits, the author.
+/// One hardened git invocation: the repository, the credential entries, how long it may
+/// run and, when it commits, the author.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Git<'a> {
     repo: Repo<'a>,
     env: &'a GitEnv,
     author: Option<&'a Author>,
+    timeout: Duration,
 }
 
 impl<'a> Git<'a> {
@@ -140,7 +141,14 @@ impl<'a> Git<'a> {
             repo,
             env,
             author: None,
+            timeout: DEFAULT_GIT_TIMEOUT,
         }
+    }
+
+    /// The command is killed, and fails with [`GitError::Timeout`], after `timeout`.
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Commits (and reflog entries) are made as `author`: git sees no identity otherwise.
@@ -261,9 +269,9 @@ impl<'a> Git<'a> {
             let (written, out) = tokio::join!(write, child.wait_with_output());
             Ok::<_, GitError>((written, out.map_err(spawn_error)?))
         };
-        let (written, out) = tokio::time::timeout(GIT_TIMEOUT, run)
+        let (written, out) = tokio::time::timeout(self.timeout, run)
             .await
-            .map_err(|_| GitError::Timeout(GIT_TIMEOUT, args.join(" ")))??;
+            .map_err(|_| GitError::Timeout(self.timeout, args.join(" ")))??;
         // A command that failed may have stopped reading: its status says more than the
         // broken pipe does.
         if out.status.success() {
@@ -301,7 +309,7 @@ impl ScratchHome {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|e| GitError::Spawn(format!("could not make git's HOME: {e}")))?;
+            .map_err(GitError::io("create git's HOME", &path))?;
         Ok(Self(path))
     }
 }

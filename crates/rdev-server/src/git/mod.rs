@@ -13,6 +13,7 @@
 //!
 //! - [`command`]: running git hardened (the only place that spawns it).
 //! - [`workspaces`]: mirrors, the checkout layout, creating and removing checkouts.
+//! - [`provision`]: creating a project's new bare repository.
 //! - [`cleanup`]: how checkouts end: removed with the agent's state, kept after a failure,
 //!   listed for the housekeeping sweep.
 //! - [`spares`]: checkouts made ahead of time, keyed by commit.
@@ -22,6 +23,7 @@
 mod changes;
 mod cleanup;
 mod command;
+mod provision;
 mod spares;
 mod workspace;
 mod workspaces;
@@ -33,6 +35,7 @@ use std::time::Duration;
 
 pub use changes::{ChangeLimits, ChangedFile, Unpushed};
 pub use cleanup::CheckoutEntry;
+pub use command::DEFAULT_GIT_TIMEOUT;
 use rdev_core::ErrorCode;
 pub use workspace::Workspace;
 pub use workspaces::{GitWorkspaces, DEFAULT_SPARE_CHECKOUTS};
@@ -43,8 +46,19 @@ pub const TASK_TRAILER: &str = "Rdev-Task";
 /// A git command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    /// The `git` binary could not be started (or its pipes failed).
     #[error("could not run git: {0}")]
     Spawn(String),
+    /// A filesystem operation around git failed (making a checkout's directories, moving a
+    /// spare into place, writing a `.git` file, git's scratch `HOME`).
+    #[error("cannot {op} {}: {source}", .path.display())]
+    Io {
+        /// What was being done (`"create"`, `"rename"`, ...).
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`git {args}` failed ({status}): {stderr}")]
     Failed {
         args: String,
@@ -65,6 +79,7 @@ impl ErrorCode for GitError {
     fn code(&self) -> &'static str {
         match self {
             Self::Spawn(_) => "git_unavailable",
+            Self::Io { .. } => "git_io_error",
             Self::Failed { .. } => "git_failed",
             Self::Parse(_) => "git_parse_error",
             Self::Timeout(..) => "git_timeout",
@@ -74,9 +89,16 @@ impl ErrorCode for GitError {
 }
 
 impl GitError {
-    /// A filesystem error while arranging a checkout.
-    fn io(e: std::io::Error) -> Self {
-        Self::Spawn(e.to_string())
+    /// For `map_err`: the filesystem operation `op` on `path` failed.
+    fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| Self::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -13,10 +13,7 @@ use std::{
 
 use rdev_core::ProjectName;
 
-use super::{
-    workspaces::{mirror_head, CheckoutDirs},
-    GitError, GitWorkspaces,
-};
+use super::{workspaces::CheckoutDirs, GitError, GitWorkspaces};
 
 /// How old an unfinished spare clone must be before a refill treats it as abandoned.
 const ABANDONED_AFTER: Duration = Duration::from_secs(600);
@@ -99,7 +96,7 @@ impl GitWorkspaces {
     /// older heads and unfinished ones. The caller holds the project's lock.
     pub(super) async fn refill(&self, project: &ProjectName, branch: &str) -> Result<(), GitError> {
         let mirror = self.mirror_dir(project);
-        let Some(sha) = mirror_head(&mirror, branch).await else {
+        let Some(sha) = self.mirror_head(&mirror, branch).await else {
             return Ok(());
         };
         let target = self.spare_path(project, branch, &sha);
@@ -109,10 +106,16 @@ impl GitWorkspaces {
         let spares = self.spares_dir(project);
         tokio::fs::create_dir_all(&spares)
             .await
-            .map_err(GitError::io)?;
+            .map_err(GitError::io("create", &spares))?;
         let stale = format!("{}.", branch_key(branch));
-        let mut entries = tokio::fs::read_dir(&spares).await.map_err(GitError::io)?;
-        while let Some(entry) = entries.next_entry().await.map_err(GitError::io)? {
+        let mut entries = tokio::fs::read_dir(&spares)
+            .await
+            .map_err(GitError::io("list", &spares))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(GitError::io("list", &spares))?
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             let unfinished = [".tmp-", ".taken-"].iter().any(|p| name.starts_with(p));
             let abandoned = match unfinished {
@@ -133,11 +136,11 @@ impl GitWorkspaces {
         }
         let tmp = spares.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         CheckoutDirs::bundled(&tmp)
-            .clone_from(&mirror, branch)
+            .clone_from(&mirror, branch, self.timeout)
             .await?;
         tokio::fs::rename(&tmp, &target)
             .await
-            .map_err(GitError::io)?;
+            .map_err(GitError::io("rename into place", &target))?;
         self.trim_spares().await;
         Ok(())
     }

@@ -43,7 +43,7 @@ impl Workspace {
     }
 
     pub(super) fn git(&self) -> Git<'_> {
-        Git::new(
+        self.owner.git(
             Repo::Checkout {
                 git_dir: &self.git_dir,
                 work_tree: &self.dir,

@@ -12,13 +12,14 @@ use std::{
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use rdev_core::{ProjectName, TaskId};
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    command::{remote_url, Git, Repo},
+    command::{remote_url, Git, Repo, DEFAULT_GIT_TIMEOUT},
     GitEnv, GitError, Workspace,
 };
 
@@ -41,6 +42,8 @@ pub struct GitWorkspaces {
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     pub(super) spare_limit: usize,
     pub(super) background: tokio_util::task::TaskTracker,
+    /// How long one git command may run.
+    pub(super) timeout: Duration,
 }
 
 /// Where task worktrees live, under the root.
@@ -71,21 +74,31 @@ impl CheckoutDirs {
     }
 
     /// Clones `branch` of `mirror` here, borrowing the mirror's objects (`--shared`).
-    pub(super) async fn clone_from(&self, mirror: &Path, branch: &str) -> Result<(), GitError> {
+    pub(super) async fn clone_from(
+        &self,
+        mirror: &Path,
+        branch: &str,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
         let branch = format!("--branch={branch}");
-        self.create(&["clone", "--shared", &branch], Some(mirror))
+        self.create(&["clone", "--shared", &branch], Some(mirror), timeout)
             .await
     }
 
     /// An empty repository here whose HEAD is the unborn `branch`.
-    async fn init(&self, branch: &str) -> Result<(), GitError> {
+    async fn init(&self, branch: &str, timeout: Duration) -> Result<(), GitError> {
         let branch = format!("--initial-branch={branch}");
-        self.create(&["init", &branch], None).await
+        self.create(&["init", &branch], None, timeout).await
     }
 
     /// `git <command> --quiet --template= --separate-git-dir=<git dir> -- [<source>] <tree>`:
     /// no template, so no sample hooks either.
-    async fn create(&self, command: &[&str], source: Option<&Path>) -> Result<(), GitError> {
+    async fn create(
+        &self,
+        command: &[&str],
+        source: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
         let separate = format!("--separate-git-dir={}", self.git_dir.to_string_lossy());
         let mut args = command.to_vec();
         args.extend(["--quiet", "--template=", &separate, "--"]);
@@ -93,7 +106,10 @@ impl CheckoutDirs {
         args.extend(source.as_deref());
         let tree = self.tree.to_string_lossy();
         args.push(&tree);
-        Git::new(Repo::None, &GitEnv::default()).run(&args).await?;
+        Git::new(Repo::None, &GitEnv::default())
+            .timeout(timeout)
+            .run(&args)
+            .await?;
         Ok(())
     }
 
@@ -119,34 +135,6 @@ impl CheckoutDirs {
     }
 }
 
-/// The commit the remote's `branch` points at, or `None` when it has no such branch.
-async fn remote_head(
-    repo_url: &str,
-    branch: &str,
-    env: &GitEnv,
-) -> Result<Option<String>, GitError> {
-    let want = format!("refs/heads/{branch}");
-    let out = Git::new(Repo::None, env)
-        .run(&["ls-remote", "--quiet", "--", repo_url, &want])
-        .await?;
-    Ok(out
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .find(|(_, name)| *name == want)
-        .map(|(sha, _)| sha.to_owned()))
-}
-
-/// The commit the mirror's `branch` points at, if it has the branch.
-pub(super) async fn mirror_head(mirror: &Path, branch: &str) -> Option<String> {
-    let name = format!("refs/heads/{branch}");
-    Git::new(Repo::Bare(mirror), &GitEnv::default())
-        .run(&["rev-parse", "--verify", "--quiet", &name])
-        .await
-        .ok()
-        .map(|out| out.trim().to_owned())
-        .filter(|sha| !sha.is_empty())
-}
-
 impl GitWorkspaces {
     /// Keeps mirrors in `root/mirrors`, spares in `root/spares`, worktrees in `root/work`
     /// and their git dirs in `root/gitdirs`, with up to [`DEFAULT_SPARE_CHECKOUTS`] spares.
@@ -158,6 +146,7 @@ impl GitWorkspaces {
             locks: Arc::default(),
             spare_limit: DEFAULT_SPARE_CHECKOUTS,
             background: tokio_util::task::TaskTracker::new(),
+            timeout: DEFAULT_GIT_TIMEOUT,
         }
     }
 
@@ -189,6 +178,19 @@ impl GitWorkspaces {
         self
     }
 
+    /// Kills any git command that runs longer than `timeout` (default
+    /// [`DEFAULT_GIT_TIMEOUT`]); it then fails with [`GitError::Timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Git on `repo` with `env`, limited to the configured timeout: how every git command
+    /// of these workspaces is made.
+    pub(super) fn git<'a>(&self, repo: Repo<'a>, env: &'a GitEnv) -> Git<'a> {
+        Git::new(repo, env).timeout(self.timeout)
+    }
+
     pub(super) fn mirror_dir(&self, project: &ProjectName) -> PathBuf {
         self.root.join("mirrors").join(format!("{project}.git"))
     }
@@ -196,6 +198,36 @@ impl GitWorkspaces {
     pub(super) fn lock(&self, project: &ProjectName) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(project.to_string()).or_default())
+    }
+
+    /// The commit the remote's `branch` points at, or `None` when it has no such branch.
+    async fn remote_head(
+        &self,
+        repo_url: &str,
+        branch: &str,
+        env: &GitEnv,
+    ) -> Result<Option<String>, GitError> {
+        let want = format!("refs/heads/{branch}");
+        let out = self
+            .git(Repo::None, env)
+            .run(&["ls-remote", "--quiet", "--", repo_url, &want])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(_, name)| *name == want)
+            .map(|(sha, _)| sha.to_owned()))
+    }
+
+    /// The commit the mirror's `branch` points at, if it has the branch.
+    pub(super) async fn mirror_head(&self, mirror: &Path, branch: &str) -> Option<String> {
+        let name = format!("refs/heads/{branch}");
+        self.git(Repo::Bare(mirror), &GitEnv::default())
+            .run(&["rev-parse", "--verify", "--quiet", &name])
+            .await
+            .ok()
+            .map(|out| out.trim().to_owned())
+            .filter(|sha| !sha.is_empty())
     }
 
     /// Waits until the background mirror refreshes and spare refills started so far have
@@ -216,7 +248,7 @@ impl GitWorkspaces {
     ) -> Result<(), GitError> {
         let mirror = self.mirror_dir(project);
         if mirror.join("HEAD").exists() {
-            Git::new(Repo::Bare(&mirror), env)
+            self.git(Repo::Bare(&mirror), env)
                 .run(&[
                     "fetch",
                     "--prune",
@@ -232,10 +264,10 @@ impl GitWorkspaces {
             let parent = mirror.parent().expect("mirror dir has a parent");
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(GitError::io)?;
+                .map_err(GitError::io("create", parent))?;
             let tmp = parent.join(format!(".{project}.git.tmp"));
             let _ = tokio::fs::remove_dir_all(&tmp).await;
-            Git::new(Repo::None, env)
+            self.git(Repo::None, env)
                 .run(&[
                     "clone",
                     "--mirror",
@@ -248,7 +280,7 @@ impl GitWorkspaces {
                 .await?;
             tokio::fs::rename(&tmp, &mirror)
                 .await
-                .map_err(GitError::io)?;
+                .map_err(GitError::io("rename into place", &mirror))?;
         }
         Ok(())
     }
@@ -273,12 +305,12 @@ impl GitWorkspaces {
             let parent = half.parent().expect("a checkout has a parent");
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(GitError::io)?;
+                .map_err(GitError::io("create", parent))?;
         }
 
         let mut checked_out = false;
         let has_branch = if self.spare_limit > 0 && mirror.join("HEAD").exists() {
-            let head = remote_head(&repo_url, branch, env).await?;
+            let head = self.remote_head(&repo_url, branch, env).await?;
             if let Some(sha) = &head {
                 checked_out = self.take_spare(project, branch, sha, &checkout).await;
             }
@@ -288,16 +320,20 @@ impl GitWorkspaces {
             head.is_some()
         } else {
             self.sync_mirror(project, &repo_url, env).await?;
-            mirror_head(&mirror, branch).await.is_some()
+            self.mirror_head(&mirror, branch).await.is_some()
         };
         if !checked_out {
             if has_branch {
-                checkout.clone_from(&mirror, branch).await?;
+                checkout.clone_from(&mirror, branch, self.timeout).await?;
             } else {
-                checkout.init(branch).await?;
+                checkout.init(branch, self.timeout).await?;
             }
         }
-        checkout.write_gitfile().await.map_err(GitError::io)?;
+        let gitfile = checkout.tree.join(".git");
+        checkout
+            .write_gitfile()
+            .await
+            .map_err(GitError::io("write", &gitfile))?;
         if has_branch {
             self.refill_in_background(guard, project, branch);
         }
@@ -363,48 +399,6 @@ impl GitWorkspaces {
                 _ => {}
             }
         }
-    }
-
-    /// Creates a new bare repository `root/<project>.git` on `branch` and returns its
-    /// absolute path (used as the project's `repo_url` and `created_repo`). Its directory
-    /// is created exclusively: if anything exists there already, nothing is touched and the
-    /// answer is [`GitError::RepositoryExists`], so a repository rdev records as its own
-    /// (and removes with the project) is always one it created, never one it adopted.
-    pub async fn create_bare_repo(
-        root: &Path,
-        project: &ProjectName,
-        branch: &str,
-    ) -> Result<PathBuf, GitError> {
-        let path =
-            std::path::absolute(root.join(format!("{project}.git"))).map_err(GitError::io)?;
-        tokio::fs::create_dir_all(root)
-            .await
-            .map_err(GitError::io)?;
-        match tokio::fs::create_dir(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(GitError::RepositoryExists(path));
-            }
-            Err(e) => return Err(GitError::io(e)),
-        }
-        let initial = format!("--initial-branch={branch}");
-        let init = Git::new(Repo::None, &GitEnv::default())
-            .run(&[
-                "init",
-                "--bare",
-                "--quiet",
-                "--template=",
-                &initial,
-                "--",
-                &path.to_string_lossy(),
-            ])
-            .await;
-        if let Err(e) = init {
-            // The directory is ours (created above): leave nothing half-made behind.
-            let _ = tokio::fs::remove_dir_all(&path).await;
-            return Err(e);
-        }
-        Ok(path)
     }
 
     /// Deletes a task's checkout (worktree and git dir) in the background: after an agent's
@@ -488,45 +482,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_relative_root_is_made_absolute_and_new_repositories_get_no_hooks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let ws_root = GitWorkspaces::new("relative/git");
-        assert!(ws_root.root.is_absolute());
-        assert!(ws_root.root.starts_with(std::env::current_dir().unwrap()));
-        let repos = tmp.path().join("repos");
-        let project = ProjectName::parse("site").unwrap();
-        let bare = GitWorkspaces::create_bare_repo(&repos, &project, "trunk")
-            .await
-            .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(bare.join("HEAD")).unwrap(),
-            "ref: refs/heads/trunk\n"
-        );
-        assert!(!bare.join("hooks").exists(), "no template hooks");
-    }
-
-    #[tokio::test]
-    async fn a_new_repository_is_never_made_over_an_existing_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let repos = tmp.path().join("repos");
-        let project = ProjectName::parse("site").unwrap();
-        let bare = GitWorkspaces::create_bare_repo(&repos, &project, "main")
-            .await
-            .unwrap();
-        assert!(bare.is_absolute());
-        std::fs::write(bare.join("marker"), "theirs").unwrap();
-        let err = GitWorkspaces::create_bare_repo(&repos, &project, "main")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), "repository_exists");
-        assert!(err.to_string().contains("site.git"), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(bare.join("marker")).unwrap(),
-            "theirs"
-        );
-    }
-
-    #[tokio::test]
     async fn failure_names_the_command_and_stderr() {
         let tmp = tempfile::tempdir().unwrap();
         let ws_root = GitWorkspaces::new(tmp.path().join("git"));
@@ -548,5 +503,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "git_failed");
         assert!(err.to_string().contains("clone --mirror"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_git_command_past_the_configured_timeout_ends_with_git_timeout() {
+        // A remote that takes the connection and never answers: git would wait forever.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/site.git", silent.local_addr().unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        let limit = Duration::from_millis(300);
+        let ws_root = GitWorkspaces::new(tmp.path().join("git")).with_timeout(limit);
+        let project = ProjectName::parse("site").unwrap();
+        let err = ws_root
+            .prepare(&project, &url, "main", TaskId::new(), &GitEnv::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, GitError::Timeout(waited, args)
+                if *waited == limit && args.contains("clone --mirror")),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), "git_timeout");
     }
 }

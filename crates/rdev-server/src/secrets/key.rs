@@ -14,6 +14,7 @@ use std::{
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use chacha20poly1305::{aead::Generate, Key};
+use rdev_core::SecretString;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::SecretError;
@@ -107,18 +108,18 @@ impl MasterKey {
         &self.0
     }
 
-    /// Loads the key the way `rdev serve` does: `RDEV_MASTER_KEY`, else the key file named
-    /// by `RDEV_MASTER_KEY_FILE` (relative to the current directory), else
-    /// `<data_dir>/master.key` (created if missing).
-    pub fn load(data_dir: &Path) -> Result<(Self, KeySource), SecretError> {
-        let env_key = std::env::var(MASTER_KEY_ENV).ok().map(Zeroizing::new);
-        let env_file = std::env::var_os(MASTER_KEY_FILE_ENV)
-            .map(PathBuf::from)
-            .map(|p| std::path::absolute(&p).unwrap_or(p));
-        Self::resolve(env_key.as_deref().map(String::as_str), env_file, data_dir)
+    /// Loads the key the way `rdev serve` does: `master_key` (`RDEV_MASTER_KEY`), else the
+    /// key file `master_key_file` (`RDEV_MASTER_KEY_FILE`), else `<data_dir>/master.key`
+    /// (created if missing). The settings come from [`crate::config::Config::load`].
+    pub fn load(config: &crate::config::Config) -> Result<(Self, KeySource), SecretError> {
+        Self::resolve(
+            config.master_key.as_ref().map(SecretString::expose),
+            config.master_key_file.clone(),
+            &config.data_dir,
+        )
     }
 
-    /// [`MasterKey::load`] with the environment passed in (tests, embedding).
+    /// [`MasterKey::load`] with the settings passed in (tests, embedding).
     pub fn resolve(
         env_key: Option<&str>,
         key_file: Option<PathBuf>,

@@ -132,7 +132,7 @@ impl SecretService {
     /// The service `rdev serve` and `rdev secret` use: the key from the environment or the
     /// key file under `config.data_dir`, the store on `db`. The key check runs on first use.
     pub fn from_config(config: &Config, db: Db) -> Result<Self, SecretError> {
-        let (key, source) = MasterKey::load(&config.data_dir)?;
+        let (key, source) = MasterKey::load(config)?;
         Ok(Self::new(
             Arc::new(SqlSecretRepository::new(db)),
             key,

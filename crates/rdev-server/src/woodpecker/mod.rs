@@ -34,6 +34,31 @@ pub const PIPELINES_PER_PAGE: u32 = 50;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How builds follow CI: the client and the waits from `[woodpecker]`, shared by every
+/// build of a node.
+#[derive(Debug, Clone)]
+pub struct CiFollow {
+    pub client: WoodpeckerClient,
+    /// How long to wait for the pipeline of a pushed commit to appear.
+    pub appear_timeout: Duration,
+    /// How long a pipeline may run.
+    pub pipeline_timeout: Duration,
+    /// How often the pipeline is polled.
+    pub poll: Duration,
+}
+
+impl CiFollow {
+    /// The client and waits `config` names.
+    pub fn from_config(config: &crate::config::WoodpeckerConfig) -> Result<Self, WoodpeckerError> {
+        Ok(Self {
+            client: WoodpeckerClient::new(&config.url, config.token.clone())?,
+            appear_timeout: Duration::from_secs(config.appear_timeout_secs),
+            pipeline_timeout: Duration::from_secs(config.pipeline_timeout_secs),
+            poll: Duration::from_millis(config.poll_ms),
+        })
+    }
+}
+
 /// What went wrong talking to Woodpecker.
 #[derive(Debug, thiserror::Error)]
 pub enum WoodpeckerError {

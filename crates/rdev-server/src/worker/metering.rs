@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use rdev_core::{
-    project_model::parse_network_allow, AttemptUsage, Project, Store, UsageTotal, WorkTask,
+    project_model::parse_network_allow, AttemptUsage, Project, Store, TaskUsage, UsageTotal,
+    WorkTask,
 };
-use serde_json::{json, Value};
 
-use super::task::BuildOutcome;
+use super::outcome::BuildOutcome;
 use crate::gateway::{Gateway, Grant, GrantSpec, Spend};
 
 /// How long the end of a run waits for its last model call's usage to be read and stored.
@@ -88,7 +88,7 @@ pub fn budget_exceeded(grant: &Grant) -> BuildOutcome {
 
 /// The task's metered usage for its result: totals over every attempt, and per attempt and
 /// model. `None` when nothing was metered (an agent that does not use the gateway).
-pub async fn usage_json(store: &dyn Store, task: &WorkTask) -> Option<(Value, f64)> {
+pub async fn task_usage(store: &dyn Store, task: &WorkTask) -> Option<TaskUsage> {
     let rows: Vec<AttemptUsage> = match store.task_usage(task.id).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -99,8 +99,5 @@ pub async fn usage_json(store: &dyn Store, task: &WorkTask) -> Option<(Value, f6
     if rows.is_empty() {
         return None;
     }
-    let total = UsageTotal::of(&rows);
-    let mut usage = json!(total);
-    usage["by_attempt"] = json!(rows);
-    Some((usage, total.cost_usd))
+    Some(TaskUsage::of(rows))
 }

@@ -5,38 +5,18 @@
 
 mod events;
 mod metering;
+mod outcome;
 mod push_protection;
 mod task;
 
 use std::{sync::Arc, time::Duration};
 
-use rdev_core::{LeaseKey, ProviderRegistry, Store};
+use rdev_core::LeaseKey;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use self::task::{BuildOutcome, Woodpecker};
-use crate::{
-    cancels::TaskCancels, config::Config, git::GitWorkspaces, secrets::SecretService,
-    templates::TemplateRegistry,
-};
-
-/// Everything a worker needs, shared by all its tasks.
-#[derive(Debug, Clone)]
-pub struct WorkerDeps {
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<ProviderRegistry>,
-    pub templates: Arc<TemplateRegistry>,
-    pub git: GitWorkspaces,
-    pub secrets: Arc<SecretService>,
-    pub cancels: TaskCancels,
-    pub metrics: crate::metrics::Metrics,
-    /// Notified after a task's end is written (its callback row may be due).
-    pub outbox_wakeup: Arc<tokio::sync::Notify>,
-    pub woodpecker: Option<Woodpecker>,
-    pub config: Arc<Config>,
-    /// The model gateway: each attempt gets a grant (its token) from it.
-    pub gateway: crate::gateway::Gateway,
-}
+pub use self::outcome::BuildOutcome;
+use crate::{config::Config, services::Services};
 
 /// How a pool schedules.
 #[derive(Debug, Clone)]
@@ -77,13 +57,13 @@ impl PoolConfig {
 /// Claims and runs tasks until `shutdown` fires.
 #[derive(Debug)]
 pub struct WorkerPool {
-    deps: WorkerDeps,
+    deps: Arc<Services>,
     config: PoolConfig,
 }
 
 impl WorkerPool {
     /// A pool over `deps`.
-    pub fn new(deps: WorkerDeps, config: PoolConfig) -> Self {
+    pub fn new(deps: Arc<Services>, config: PoolConfig) -> Self {
         Self { deps, config }
     }
 
@@ -126,11 +106,11 @@ impl WorkerPool {
                 // must stop and must not write.
                 let stop = CancellationToken::new();
                 let key = lease.key();
-                this.deps.cancels.register(key, stop.clone());
+                this.deps.running.register(key, stop.clone());
                 let pool = Arc::clone(&this);
                 tasks.spawn(async move {
                     task::run(&pool.deps, lease, stop).await;
-                    pool.deps.cancels.remove(&key);
+                    pool.deps.running.remove(&key);
                 });
             }
             if got == 0 || tasks.len() as u32 >= this.config.concurrency {
@@ -148,7 +128,7 @@ impl WorkerPool {
         .await;
         if drained.is_err() {
             // Past the grace period: stop the agents and give the tasks back to the queue.
-            let keys: Vec<(LeaseKey, CancellationToken)> = this.deps.cancels.entries();
+            let keys: Vec<(LeaseKey, CancellationToken)> = this.deps.running.entries();
             for (_, stop) in &keys {
                 stop.cancel();
             }
@@ -187,14 +167,14 @@ impl WorkerPool {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let keys = self.deps.cancels.keys();
+            let keys = self.deps.running.keys();
             if keys.is_empty() {
                 continue;
             }
             match self.deps.store.heartbeat(&keys, self.config.lease).await {
                 Ok(outcome) => {
                     for key in outcome.lost {
-                        if self.deps.cancels.lease_lost(&key) {
+                        if self.deps.running.lease_lost(&key) {
                             tracing::warn!(task_id = %key.task_id, "lease lost (cancelled, expired or reaped); stopping the attempt");
                         }
                     }

@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
-use rdev_core::{ErrorCode, Project, PushProtection, TaskId};
-use serde_json::{json, Value};
+use rdev_core::{ErrorCode, Project, PushProtection, PushProtectionReport, TaskId};
+use serde_json::json;
 
-use super::{events, WorkerDeps};
+use super::events;
+use crate::services::Services;
 use crate::{
     callbacks::keys::read_signing_secret,
     git::Workspace,
@@ -24,14 +25,14 @@ use crate::{
 #[derive(Debug)]
 pub(super) enum Verdict {
     /// Push; with `Some`, the findings of `warn` mode to add to the task's result.
-    Push(Option<Value>),
+    Push(Option<PushProtectionReport>),
     /// Do not push: the task fails with this error.
     Stop { error: String, retryable: bool },
 }
 
 /// Scans what a push of `ws` would send and decides (see the module documentation).
 pub(super) async fn check(
-    deps: &WorkerDeps,
+    deps: &Services,
     task: TaskId,
     project: &Project,
     ws: &Workspace,
@@ -119,11 +120,11 @@ pub(super) async fn check(
             ),
             false,
         ),
-        PushProtection::Warn => Verdict::Push(Some(json!({
-            "mode": mode,
-            "total_findings": report.total_findings,
-            "findings": report.findings,
-        }))),
+        PushProtection::Warn => Verdict::Push(Some(PushProtectionReport {
+            mode,
+            total_findings: report.total_findings,
+            findings: report.findings.iter().map(|f| json!(f)).collect(),
+        })),
     }
 }
 

@@ -4,49 +4,29 @@
 //! with its callback outbox row in one transaction. Every write is guarded by the lease;
 //! once the lease is lost (cancel, expiry) the run stops and writes nothing more.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use rdev_core::{
-    AgentRequest, AgentStatus, ErrorCode, Lease, LeaseKey, Project, StoreError, WorkTask,
+    AgentRequest, AgentRun, AgentStatus, AgentSummary, Artifacts, BuildResult, ErrorCode, Lease,
+    LeaseKey, PipelineSummary, Project, StoreError, WorkTask,
 };
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     events, metering,
+    outcome::{failed, BuildOutcome},
     push_protection::{self, Verdict},
-    WorkerDeps,
 };
 use crate::{
     git::{GitEnv, Workspace},
     project_service::render_initial_commit,
-    woodpecker::{deploy_url, WoodpeckerClient},
+    services::Services,
+    woodpecker::deploy_url,
 };
 
-/// Woodpecker settings shared by every build.
-#[derive(Debug, Clone)]
-pub struct Woodpecker {
-    pub client: WoodpeckerClient,
-    /// How long to wait for the pipeline of a pushed commit to appear.
-    pub appear_timeout: Duration,
-    /// How long a pipeline may run.
-    pub pipeline_timeout: Duration,
-    pub poll: Duration,
-}
-
-/// How a build ended, before it is written.
-#[derive(Debug)]
-pub enum BuildOutcome {
-    /// Completed with this result JSON.
-    Completed(Value),
-    /// Failed; `retryable` failures go back to the queue while attempts remain.
-    Failed { error: String, retryable: bool },
-    /// Stopped because the lease is gone (cancelled or expired): write nothing.
-    Stopped,
-}
-
 /// Runs the task of `lease` and records its end, inside a span naming the task.
-pub async fn run(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
+pub async fn run(deps: &Services, lease: Lease, stop: CancellationToken) {
     use tracing::Instrument;
     let span = tracing::info_span!(
         "task",
@@ -57,7 +37,7 @@ pub async fn run(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
     run_and_record(deps, lease, stop).instrument(span).await;
 }
 
-async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken) {
+async fn run_and_record(deps: &Services, lease: Lease, stop: CancellationToken) {
     let key = lease.key();
     let task = lease.task;
     let started = std::time::Instant::now();
@@ -67,8 +47,8 @@ async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken
     let (label, provider, cost) = match &outcome {
         BuildOutcome::Completed(r) => (
             "completed",
-            r["agent"]["provider"].as_str().map(str::to_owned),
-            r["cost_usd"].as_f64(),
+            r.agent.run.as_ref().map(|a| a.provider.clone()),
+            r.cost_usd,
         ),
         BuildOutcome::Failed { .. } => ("failed", None, None),
         BuildOutcome::Stopped => ("stopped", None, None),
@@ -77,7 +57,7 @@ async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken
         .build_finished(label, seconds, provider.as_deref(), cost);
     let written = match outcome {
         BuildOutcome::Completed(mut result) => {
-            result["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+            result.duration_ms = Some(started.elapsed().as_millis() as u64);
             store.complete(&key, result).await.map(|_| "completed")
         }
         BuildOutcome::Failed { error, retryable } => {
@@ -89,7 +69,6 @@ async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken
         }
         BuildOutcome::Stopped => Ok("stopped"),
     };
-    deps.outbox_wakeup.notify_one();
     match written {
         Ok(state) => tracing::info!(
             state,
@@ -105,16 +84,9 @@ async fn run_and_record(deps: &WorkerDeps, lease: Lease, stop: CancellationToken
     }
 }
 
-fn failed(error: impl std::fmt::Display, retryable: bool) -> BuildOutcome {
-    BuildOutcome::Failed {
-        error: error.to_string(),
-        retryable,
-    }
-}
-
 /// What one build works with.
 struct Ctx<'a> {
-    deps: &'a WorkerDeps,
+    deps: &'a Services,
     task: &'a WorkTask,
     key: LeaseKey,
     project: Project,
@@ -145,7 +117,7 @@ impl Ctx<'_> {
 }
 
 async fn build(
-    deps: &WorkerDeps,
+    deps: &Services,
     task: &WorkTask,
     key: LeaseKey,
     stop: &CancellationToken,
@@ -174,7 +146,7 @@ async fn build(
         .inject(
             &cx.project.name,
             &cx.project.secrets,
-            &cx.project.repo_url,
+            cx.project.repo_url.as_str(),
             &format!("task:{}", task.id),
         )
         .await
@@ -188,8 +160,8 @@ async fn build(
         .git
         .prepare(
             &cx.project.name,
-            &cx.project.repo_url,
-            &cx.project.default_branch,
+            cx.project.repo_url.as_str(),
+            cx.project.default_branch.as_str(),
             task.id,
             &git_env,
         )
@@ -221,7 +193,7 @@ async fn build(
             error: redactor.redact(&error),
             retryable,
         },
-        BuildOutcome::Completed(v) => BuildOutcome::Completed(redactor.redacted_json(&v)),
+        BuildOutcome::Completed(r) => BuildOutcome::Completed(r.redacted(&redactor)),
         other => other,
     }
 }
@@ -243,7 +215,11 @@ async fn build_in(
                 .await;
                 let output =
                     "an earlier attempt already pushed this task's commit; it was not pushed again";
-                return deploy(cx, sha, output.to_owned(), None, json!({})).await;
+                let done = BuildResult {
+                    output: output.to_owned(),
+                    ..BuildResult::default()
+                };
+                return deploy(cx, sha, done).await;
             }
             Ok(None) => {}
             Err(e) => return failed(format!("could not inspect the remote: {e}"), true),
@@ -354,20 +330,7 @@ async fn build_in(
     if cx.stop.is_cancelled() {
         return BuildOutcome::Stopped;
     }
-    let mut agent_json = json!({
-        "provider": agent.provider(),
-        "session_id": result.session_id,
-        "num_turns": result.num_turns,
-        "usage": result.usage,
-    });
-    // What the gateway metered is the task's cost; the agent's own estimate stays in
-    // `agent` (and is the cost when nothing went through the gateway).
-    let mut result = result;
-    if let Some((usage, cost)) = metering::usage_json(deps.store.as_ref(), task).await {
-        agent_json["reported_cost_usd"] = json!(result.cost_usd);
-        agent_json["metered_usage"] = usage;
-        result.cost_usd = Some(cost);
-    }
+    let metered = metering::task_usage(deps.store.as_ref(), task).await;
     match result.status {
         AgentStatus::Success => {}
         AgentStatus::TimedOut => {
@@ -379,14 +342,29 @@ async fn build_in(
         AgentStatus::Cancelled => return BuildOutcome::Stopped,
         AgentStatus::Failed => return failed(format!("agent failed: {}", result.output), false),
     }
+    // What the gateway metered is the task's cost; the agent's own estimate stays in
+    // `agent` (and is the cost when nothing went through the gateway).
+    let mut done = BuildResult {
+        output: result.output,
+        cost_usd: metered
+            .as_ref()
+            .map(|u| u.total.cost_usd)
+            .or(result.cost_usd),
+        agent: AgentSummary {
+            run: Some(AgentRun {
+                provider: agent.provider().to_string(),
+                session_id: result.session_id,
+                num_turns: result.num_turns,
+                usage: result.usage,
+                reported_cost_usd: metered.is_some().then_some(result.cost_usd),
+            }),
+            pipeline: None,
+        },
+        usage: metered,
+        ..BuildResult::default()
+    };
     if !spec.auto_deploy {
-        return BuildOutcome::Completed(result_json(
-            &result.output,
-            None,
-            None,
-            result.cost_usd,
-            agent_json,
-        ));
+        return BuildOutcome::Completed(done);
     }
 
     let commit = match ws
@@ -401,17 +379,11 @@ async fn build_in(
         Err(e) => return failed(format!("could not commit: {e}"), true),
     };
     let Some(sha) = commit.or(initial) else {
-        let output = format!(
+        done.output = format!(
             "{}\n\n(no changes: nothing was committed or pushed)",
-            result.output
+            done.output
         );
-        return BuildOutcome::Completed(result_json(
-            &output,
-            None,
-            None,
-            result.cost_usd,
-            agent_json,
-        ));
+        return BuildOutcome::Completed(done);
     };
     // Push protection: a commit that carries a secret is never pushed (docs/security.md).
     let warned = match push_protection::check(deps, task.id, &cx.project, ws, injection).await {
@@ -427,21 +399,16 @@ async fn build_in(
     if let Err(e) = ws.push().await {
         return failed(format!("push failed: {e}"), true);
     }
-    let mut done = deploy(cx, sha, result.output, result.cost_usd, agent_json).await;
-    if let (BuildOutcome::Completed(r), Some(warned)) = (&mut done, warned) {
-        r["push_protection"] = warned;
+    let mut outcome = deploy(cx, sha, done).await;
+    if let (BuildOutcome::Completed(r), Some(warned)) = (&mut outcome, warned) {
+        r.push_protection = Some(warned);
     }
-    done
+    outcome
 }
 
-/// After the push: follow Woodpecker when configured, derive the deploy URL, complete.
-async fn deploy(
-    cx: &Ctx<'_>,
-    sha: String,
-    output: String,
-    cost: Option<f64>,
-    agent: Value,
-) -> BuildOutcome {
+/// After the push: follow Woodpecker when configured, derive the deploy URL, complete
+/// `done` with them.
+async fn deploy(cx: &Ctx<'_>, sha: String, mut done: BuildResult) -> BuildOutcome {
     let mut pipeline = None;
     if let (Some(wp), Some(repo_id)) = (&cx.deps.woodpecker, cx.project.woodpecker_repo_id) {
         cx.note("progress", json!({"step": "ci", "commit_sha": sha}))
@@ -488,32 +455,15 @@ async fn deploy(
         Ok(u) => u,
         Err(e) => return failed(format!("deploy URL: {e}"), false),
     };
-    let mut agent = agent;
-    if let Some(p) = &pipeline {
-        agent["pipeline"] = json!({"number": p.number, "status": p.status.as_str()});
-    }
-    BuildOutcome::Completed(result_json(&output, Some(sha), url, cost, agent))
-}
-
-/// The result body; the gateway's metered usage, which the run left in `agent`, becomes
-/// the result's own `usage`.
-fn result_json(
-    output: &str,
-    sha: Option<String>,
-    deploy_url: Option<String>,
-    cost: Option<f64>,
-    mut agent: Value,
-) -> Value {
-    let usage = agent
-        .as_object_mut()
-        .and_then(|a| a.remove("metered_usage"));
-    json!({
-        "output": output,
-        "artifacts": {"commit_sha": sha, "deploy_url": deploy_url},
-        "cost_usd": cost,
-        "usage": usage,
-        "agent": agent,
-    })
+    done.agent.pipeline = pipeline.map(|p| PipelineSummary {
+        number: p.number,
+        status: p.status.as_str().to_owned(),
+    });
+    done.artifacts = Artifacts {
+        commit_sha: Some(sha),
+        deploy_url: url,
+    };
+    BuildOutcome::Completed(done)
 }
 
 /// The commit subject: the prompt's first line, shortened.

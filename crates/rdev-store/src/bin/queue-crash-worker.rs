@@ -1,5 +1,5 @@
 //! Test harness, not a product binary: one queue worker process for the crash tests in
-//! `tests/crash.rs`. It claims tasks in batches, records each execution as a task event
+//! `tests/it/crash.rs`. It claims tasks in batches, records each execution as a task event
 //! (outside the lease check: re-executions after a crash are visible), and completes the
 //! task; the completing transaction writes the callback outbox row, which is the effect the
 //! test counts. It runs until SIGTERM or SIGKILL and survives a database restart by
@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rdev_core::{RetryPolicy, StoreError, TaskStore, WorkQueue};
+use rdev_core::{BuildResult, RetryPolicy, StoreError, TaskStore, WorkQueue};
 use rdev_store::{Db, SqlStore, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +97,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // gone, which is the correct end too.
             for _ in 0..50 {
                 match store
-                    .complete(&lease.key(), serde_json::json!({"worker": name}))
+                    .complete(
+                        &lease.key(),
+                        BuildResult {
+                            output: format!("completed by {name}"),
+                            ..BuildResult::default()
+                        },
+                    )
                     .await
                 {
                     Ok(()) | Err(StoreError::LeaseLost { .. }) => break,

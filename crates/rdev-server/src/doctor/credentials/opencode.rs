@@ -55,18 +55,14 @@ const OPENCODE_PROVIDERS: &[KnownProvider] = &[
 ];
 
 pub(super) fn credentials(config: &Config, lookup: &dyn Fn(&str) -> Option<String>) -> Credentials {
-    let oc = config
-        .agents
-        .opencode
-        .clone()
-        .with_overrides_from(|k| lookup(k));
+    let oc = &config.agents.opencode;
     if let Some(url) = &oc.url {
         return Credentials::Elsewhere(format!(
             "agents.opencode.url: the OpenCode server at {url} holds its own provider settings"
         ));
     }
     let server = &oc.server;
-    let file = match opencode_file(&oc) {
+    let file = match opencode_file(oc) {
         Ok(v) => v,
         Err(reason) => return Credentials::Elsewhere(reason),
     };

@@ -1,0 +1,14 @@
+//! The rdev-store integration tests as one binary (one link instead of one per file):
+//! the conformance suites run every body on SQLite and PostgreSQL; run one with
+//! `cargo test -p rdev-store --test it -- <module>`.
+
+mod common;
+
+mod crash;
+mod discard_conformance;
+mod queue_conformance;
+mod retention_conformance;
+mod secrets_conformance;
+mod store_conformance;
+mod tokens_conformance;
+mod usage_conformance;
