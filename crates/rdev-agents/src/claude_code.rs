@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod run;
+pub mod sessions;
 pub mod stream;
 pub mod transport;
 

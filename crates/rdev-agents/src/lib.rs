@@ -11,4 +11,5 @@ pub mod process;
 pub mod redact;
 pub mod run_table;
 pub mod sandbox;
+pub mod session_files;
 pub mod settings;

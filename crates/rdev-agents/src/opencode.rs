@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod events;
+mod resume;
 mod run;
 pub mod supervisor;
 

@@ -12,7 +12,7 @@
 //!
 //! With rdev's model gateway ([`GatewayLink`], which rdev always runs) the sandbox has its
 //! own network namespace with loopback only, and the agent starts under the [`relay`] (the
-//! rdev binary, mounted read-only), which listens on [`RELAY_PORT`] inside and carries
+//! rdev binary, mounted read-only), which listens on [`RELAY_PORT`] inside and hands
 //! connections to the gateway's Unix socket, mounted at [`GATEWAY_SOCKET`]: the model API
 //! and the egress proxy are the only ways out. Without a gateway (this crate used on its
 //! own, as its tests do) the network stays shared.
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{process::Command, sync::OnceCell};
 
 mod args;
+pub mod handoff;
 pub mod relay;
 mod scratch;
 

@@ -84,13 +84,28 @@ pub fn build_agent(
 }
 
 /// An in-process gateway for one run: the upstream key stays in this process, the agent
-/// gets a token (docs/gateway.md). No store: usage is not recorded.
+/// gets a token (docs/gateway.md). No store: usage is not recorded. The credential store is
+/// opened only when an upstream's key is in it (`api_key_secret`).
 async fn start_gateway(config_file: Option<&Path>) -> anyhow::Result<Gateway> {
     let config = rdev_server::Config::load(config_file)?;
+    let settings = config.gateway_settings()?;
+    let secrets = if settings
+        .upstreams
+        .iter()
+        .any(|u| u.api_key_secret.is_some())
+    {
+        let db = rdev_server::services::open_database(&config.database_url).await?;
+        let secrets = rdev_server::secrets::SecretService::from_config(&config, db)?;
+        secrets.verify_key().await?;
+        Some(Arc::new(secrets))
+    } else {
+        None
+    };
     Gateway::start(
-        config.gateway_settings()?,
+        settings,
         None,
         rdev_server::metrics::Metrics::default(),
+        secrets,
     )
     .await
 }

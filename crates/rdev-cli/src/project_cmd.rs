@@ -18,6 +18,8 @@ pub struct ProjectArgs {
     command: ProjectCommand,
 }
 
+// Parsed once per process from the command line: boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum ProjectCommand {
     /// Create a project.
@@ -33,6 +35,9 @@ enum ProjectCommand {
         template: Option<String>,
         #[arg(long)]
         woodpecker_repo_id: Option<i64>,
+        /// The Woodpecker repository's full name (owner/name), instead of its id.
+        #[arg(long)]
+        woodpecker_repo: Option<String>,
         /// e.g. https://{project}.example.com
         #[arg(long)]
         deploy_url_pattern: Option<String>,
@@ -69,6 +74,7 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
             default_branch,
             template,
             woodpecker_repo_id,
+            woodpecker_repo,
             deploy_url_pattern,
             provider,
             push_protection,
@@ -81,6 +87,7 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
                 ("default_branch", default_branch.map(Value::from)),
                 ("template", template.map(Value::from)),
                 ("woodpecker_repo_id", woodpecker_repo_id.map(Value::from)),
+                ("woodpecker_repo", woodpecker_repo.map(Value::from)),
                 ("deploy_url_pattern", deploy_url_pattern.map(Value::from)),
                 ("provider", provider.map(Value::from)),
                 ("push_protection", push_protection.map(Value::from)),

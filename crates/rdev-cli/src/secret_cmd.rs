@@ -29,7 +29,7 @@ pub struct SecretArgs {
 enum SecretCommand {
     /// Store a new version of SCOPE/NAME; the value is read from stdin or --from-file.
     Set {
-        /// `global` or `project:<name>`.
+        /// `global`, `project:<name>`, or `gateway` (the model gateway's upstream keys).
         scope: String,
         /// `[A-Za-z_][A-Za-z0-9_]*`, e.g. GITHUB_TOKEN.
         name: String,

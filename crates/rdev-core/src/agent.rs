@@ -103,6 +103,13 @@ pub struct AgentRequest {
     pub model: Option<String>,
     /// Resume this earlier session instead of starting a new one.
     pub session_id: Option<String>,
+    /// Where sessions outlive the run that made them (rdev: one directory per project and
+    /// provider, outside every sandbox). With it, a run resuming `session_id` restores the
+    /// session from here (or fails with [`AgentError::SessionNotFound`]) and every run
+    /// saves its session here when it ends, so a later run in another working directory
+    /// can resume it. The adapter touches only files named after session ids in it and
+    /// never shows the directory to an agent. `None`: the provider's own session state.
+    pub session_dir: Option<PathBuf>,
     /// The run is cancelled and reported [`AgentStatus::TimedOut`] after this long.
     pub timeout: Duration,
     /// Extra environment for the agent. Values are secrets and never formatted.
@@ -127,6 +134,7 @@ impl AgentRequest {
             read_only_paths: Vec::new(),
             model: None,
             session_id: None,
+            session_dir: None,
             timeout,
             env: BTreeMap::new(),
             max_cost_usd: None,
@@ -182,7 +190,7 @@ pub fn validate_timeout(timeout: Duration, limits: &RequestLimits) -> Result<(),
 }
 
 /// Token counts reported by a provider.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -253,7 +261,7 @@ pub enum AgentEvent {
 }
 
 /// What a provider can do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capabilities {
     pub resume: bool,
     pub cancel: bool,
@@ -295,6 +303,10 @@ pub enum AgentError {
     /// the run fails closed instead of running unsandboxed.
     #[error("sandbox unavailable: {0}")]
     SandboxUnavailable(String),
+    /// The session to resume is not where the request's `session_dir` keeps sessions (made
+    /// on another node, or removed); the run does not start rather than start afresh.
+    #[error("session {session_id} cannot be resumed: {reason}")]
+    SessionNotFound { session_id: String, reason: String },
 }
 
 impl ErrorCode for AgentError {
@@ -308,6 +320,7 @@ impl ErrorCode for AgentError {
             Self::SinkClosed => "event_sink_closed",
             Self::Io(_) => "agent_io_error",
             Self::SandboxUnavailable(_) => "sandbox_unavailable",
+            Self::SessionNotFound { .. } => "session_not_found",
         }
     }
 }

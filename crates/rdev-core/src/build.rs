@@ -13,13 +13,15 @@ use crate::{
 };
 
 /// A build request body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSpec {
-    /// The template to render when the repository is new.
+    /// The template to render when the repository is new (422 unknown_template for one
+    /// the server does not have).
     #[serde(default)]
     pub template: Option<String>,
     /// What the agent is asked to do.
+    #[schema(schema_with = crate::api_schema::default_prompt)]
     pub prompt: String,
     /// Template variables.
     #[serde(default)]
@@ -27,8 +29,12 @@ pub struct BuildSpec {
     /// Commit, push and follow CI when the agent changed the tree.
     #[serde(default)]
     pub auto_deploy: bool,
-    /// Where the signed result is POSTed.
+    /// Where the signed result is POSTed: an absolute http(s) URL without credentials,
+    /// to a public address unless the server allows private callbacks (422
+    /// invalid_callback_url, invalid_callback_url_scheme, callback_url_has_credentials,
+    /// private_callback_url).
     #[serde(default)]
+    #[schema(format = "uri")]
     pub callback_url: Option<String>,
     /// The agent provider; `None` uses the project's, then the registry default.
     #[serde(default)]
@@ -36,18 +42,25 @@ pub struct BuildSpec {
     /// The model; it reaches the agent's command line, so it must pass
     /// [`validate_model`].
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::model_field)]
     pub model: Option<String>,
+    /// How long the agent may run, in seconds (default 1800; 422 invalid_timeout outside
+    /// 1 to the server's maximum).
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::default_timeout_secs)]
     pub timeout_secs: Option<u64>,
     /// Resume this agent session; it must pass [`validate_session_id`].
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::session_id_field)]
     pub session_id: Option<String>,
     /// Most dollars the task's model calls may cost (all attempts together); the project's
     /// and the server's limits apply too, the smallest wins.
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::max_cost_usd_field)]
     pub max_cost_usd: Option<f64>,
     /// Most tokens (input, output, cache reads and writes) the task's model calls may use.
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::max_tokens_field)]
     pub max_tokens: Option<u64>,
 }
 

@@ -1,6 +1,7 @@
-//! What a completed build produced ([`BuildResult`]: the agent's answer, the pushed commit
-//! and deploy URL, what it cost, the agent run and CI pipeline behind it) and the callback
-//! body that carries it to the client ([`CallbackPayload`], built by [`callback_payload`]).
+//! What a build produced ([`BuildResult`]: the agent's answer, the pushed commit, its branch
+//! and deploy URL, what it cost, the agent run and CI pipeline behind it; a completed build
+//! always has one, a failed build when it pushed before failing) and the callback body that
+//! carries it to the client ([`CallbackPayload`], built by [`callback_payload`]).
 //!
 //! Both are wire contracts: the store keeps the result as JSON, `GET /tasks/{id}` shows it
 //! and the callback sends it. Which keys are written as `null` when unset and which are
@@ -18,48 +19,68 @@ use crate::{
     ProjectName, PushProtection, Redactor, TaskId, TaskStatus, TaskUsage, Usage, WorkTask,
 };
 
-/// The result of a completed build, as stored on its task.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The result of a completed build (or of a failed one that pushed), as stored on its task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BuildResult {
     /// The agent's final answer (with a note when it changed nothing).
     #[serde(default)]
+    #[schema(required)]
     pub output: String,
     /// What the build pushed and where it is deployed.
     #[serde(default)]
+    #[schema(required)]
     pub artifacts: Artifacts,
     /// What the task cost in dollars: the gateway's metered cost over every attempt, else
     /// the agent's own estimate; `null` when neither is known.
     #[serde(default)]
+    #[schema(required)]
     pub cost_usd: Option<f64>,
     /// The gateway's metered usage over every attempt; `null` when nothing went through
     /// the gateway (results stored before the gateway have no key; they read as `None`).
     #[serde(default)]
+    #[schema(required)]
     pub usage: Option<TaskUsage>,
     /// How long the completing attempt took, set when the result is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub duration_ms: Option<u64>,
     /// The agent run and the CI pipeline of the completing attempt.
     #[serde(default)]
+    #[schema(required)]
     pub agent: AgentSummary,
     /// Push protection's findings when the project's mode is `warn` and the pushed
     /// commits held a secret; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub push_protection: Option<PushProtectionReport>,
+    /// The CI pipeline of the pushed commit with its web page, when CI is followed (on
+    /// success and when the pipeline failed); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub pipeline: Option<PipelineReport>,
     /// Keys this version does not know (written by another version), kept so that
     /// reading and writing a result back never drops them.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-/// What a build left behind; both `null` when nothing was pushed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a build left behind; `commit_sha` and `deploy_url` are `null` when nothing was
+/// pushed, `branch` is absent unless the work went to a branch of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Artifacts {
     /// The pushed commit.
     #[serde(default)]
+    #[schema(required)]
     pub commit_sha: Option<String>,
     /// Where the pushed commit is deployed (the project's `deploy_url_pattern`).
     #[serde(default)]
+    #[schema(required)]
     pub deploy_url: Option<String>,
+    /// The branch the commit was pushed to when it is not the project's default branch
+    /// (`rdev/<task id>` for a build without `auto_deploy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub branch: Option<String>,
 }
 
 /// The result's `agent` object: the agent run, and the CI pipeline of the pushed commit.
@@ -96,7 +117,7 @@ pub struct AgentRun {
 }
 
 /// The CI pipeline of the pushed commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineSummary {
     /// Woodpecker's per-repository pipeline number.
     pub number: i64,
@@ -104,8 +125,20 @@ pub struct PipelineSummary {
     pub status: String,
 }
 
+/// The CI pipeline of the pushed commit, as the result's top-level `pipeline` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PipelineReport {
+    /// Woodpecker's per-repository pipeline number.
+    pub number: i64,
+    /// Its last status seen (`success`, `failure`, ...; `running` when following it timed
+    /// out).
+    pub status: String,
+    /// The pipeline's page in Woodpecker's web UI.
+    pub url: String,
+}
+
 /// Push protection's findings on a push that went ahead (mode `warn`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PushProtectionReport {
     pub mode: PushProtection,
@@ -141,6 +174,7 @@ impl BuildResult {
         text(&mut self.output);
         self.artifacts.commit_sha.iter_mut().for_each(text);
         self.artifacts.deploy_url.iter_mut().for_each(text);
+        self.artifacts.branch.iter_mut().for_each(text);
         for row in self.usage.iter_mut().flat_map(|u| u.by_attempt.iter_mut()) {
             text(&mut row.provider);
             text(&mut row.model);
@@ -153,6 +187,10 @@ impl BuildResult {
             .pipeline
             .iter_mut()
             .for_each(|p| text(&mut p.status));
+        if let Some(p) = &mut self.pipeline {
+            text(&mut p.status);
+            text(&mut p.url);
+        }
         for finding in self
             .push_protection
             .iter_mut()
@@ -170,13 +208,17 @@ impl BuildResult {
 }
 
 /// The callback body for a finished task (SPEC 7).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallbackPayload {
     pub task_id: TaskId,
     pub project_id: ProjectName,
+    /// How the task ended.
+    #[schema(schema_with = crate::api_schema::terminal_status)]
     pub status: TaskStatus,
-    /// The stored result of a completed task; absent otherwise.
+    /// The stored result: a completed task's, or what a failed one still produced (the
+    /// commit it pushed before CI failed); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub result: Option<BuildResult>,
     /// The result's `cost_usd`, lifted: present (maybe `null`) whenever `result` is.
     #[serde(
@@ -187,9 +229,11 @@ pub struct CallbackPayload {
     pub cost_usd: Option<Option<f64>>,
     /// The result's `duration_ms`, lifted when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub duration_ms: Option<u64>,
     /// Why the task failed; absent when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
 }
 
@@ -254,6 +298,7 @@ mod tests {
             artifacts: Artifacts {
                 commit_sha: Some("3f9c1a2b".into()),
                 deploy_url: Some("https://site.example.com".into()),
+                branch: Some("rdev/task-1".into()),
             },
             cost_usd: Some(0.25),
             usage: Some(metered()),
@@ -280,6 +325,11 @@ mod tests {
                 mode: PushProtection::Warn,
                 total_findings: 1,
                 findings: vec![json!({"rule": "known_value", "path": "a.txt", "line": 1})],
+            }),
+            pipeline: Some(PipelineReport {
+                number: 42,
+                status: "success".into(),
+                url: "https://ci.example.com/repos/7/pipeline/42".into(),
             }),
             extra: Map::new(),
         }
@@ -308,7 +358,8 @@ mod tests {
             "duration_ms": 48_200,
             "result": {
                 "output": "Added the pricing page.",
-                "artifacts": {"commit_sha": "3f9c1a2b", "deploy_url": "https://site.example.com"},
+                "artifacts": {"commit_sha": "3f9c1a2b", "deploy_url": "https://site.example.com",
+                              "branch": "rdev/task-1"},
                 "cost_usd": 0.25,
                 "usage": usage,
                 "duration_ms": 48_200,
@@ -328,6 +379,8 @@ mod tests {
                     "total_findings": 1,
                     "findings": [{"rule": "known_value", "path": "a.txt", "line": 1}],
                 },
+                "pipeline": {"number": 42, "status": "success",
+                             "url": "https://ci.example.com/repos/7/pipeline/42"},
             },
         });
         assert_eq!(body, expected);
@@ -406,6 +459,48 @@ mod tests {
         assert_eq!(body["duration_ms"], 7);
         assert_eq!(body["result"]["output"], "ok");
         assert!(body.get("error").is_none());
+    }
+
+    #[test]
+    fn a_failed_task_with_a_result_sends_it_beside_its_error() {
+        // CI failed after the push: the commit and the pipeline stay in the result.
+        let now = Utc::now();
+        let mut t = WorkTask::new(
+            ProjectName::parse("site").unwrap(),
+            BuildSpec::new("x"),
+            now,
+        );
+        t.transition_to(TaskStatus::Running, now).unwrap();
+        t.transition_to(TaskStatus::Failed, now).unwrap();
+        t.error = Some("CI pipeline #3 ended with status failure".into());
+        t.result = Some(BuildResult {
+            output: "done".into(),
+            artifacts: Artifacts {
+                commit_sha: Some("abc1234".into()),
+                ..Artifacts::default()
+            },
+            cost_usd: Some(0.1),
+            duration_ms: Some(9),
+            pipeline: Some(PipelineReport {
+                number: 3,
+                status: "failure".into(),
+                url: "http://ci/repos/1/pipeline/3".into(),
+            }),
+            ..BuildResult::default()
+        });
+        let body = serde_json::to_value(callback_payload(&t)).unwrap();
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["error"], "CI pipeline #3 ended with status failure");
+        assert_eq!(body["cost_usd"], 0.1);
+        assert_eq!(body["duration_ms"], 9);
+        assert_eq!(
+            body["result"]["artifacts"],
+            json!({"commit_sha": "abc1234", "deploy_url": null})
+        );
+        assert_eq!(
+            body["result"]["pipeline"],
+            json!({"number": 3, "status": "failure", "url": "http://ci/repos/1/pipeline/3"})
+        );
     }
 
     #[test]

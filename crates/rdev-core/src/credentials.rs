@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use self::redact::{Encoding, KnownMatch, Redactor, REDACTED};
 use crate::{ProjectName, StoreError, ValidationError};
 
-/// Where a secret lives: shared by every project, or private to one.
+/// Where a secret lives: shared by every project, private to one, or rdev's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum SecretScope {
@@ -28,20 +28,26 @@ pub enum SecretScope {
     Global,
     /// `project:<name>`: visible to that project's builds only.
     Project(ProjectName),
+    /// `gateway`: the model gateway's upstream keys (`api_key_secret`). No build can read
+    /// it: a project's secrets plan names secrets, and names resolve in the project's scope
+    /// and `global` only.
+    Gateway,
 }
 
 impl SecretScope {
-    /// Parses `global` or `project:<name>`.
+    /// Parses `global`, `gateway` or `project:<name>`.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        if s == "global" {
-            return Ok(Self::Global);
+        match s {
+            "global" => return Ok(Self::Global),
+            "gateway" => return Ok(Self::Gateway),
+            _ => {}
         }
         match s.strip_prefix("project:") {
             Some(name) => Ok(Self::Project(ProjectName::parse(name)?)),
             None => Err(ValidationError::InvalidField {
                 field: "scope",
                 reason: format!(
-                    "{:?} is not a scope; use \"global\" or \"project:<name>\"",
+                    "{:?} is not a scope; use \"global\", \"gateway\" or \"project:<name>\"",
                     s.chars().take(80).collect::<String>()
                 ),
             }),
@@ -54,6 +60,7 @@ impl fmt::Display for SecretScope {
         match self {
             Self::Global => f.write_str("global"),
             Self::Project(p) => write!(f, "project:{p}"),
+            Self::Gateway => f.write_str("gateway"),
         }
     }
 }
@@ -169,7 +176,7 @@ impl From<SecretName> for String {
 }
 
 /// What a listing shows about a secret: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretMeta {
     pub scope: SecretScope,
     pub name: SecretName,
@@ -401,6 +408,8 @@ mod tests {
     #[test]
     fn scopes_parse_and_print_back() {
         assert_eq!(SecretScope::parse("global").unwrap(), SecretScope::Global);
+        assert_eq!(SecretScope::parse("gateway").unwrap(), SecretScope::Gateway);
+        assert_eq!(SecretScope::Gateway.to_string(), "gateway");
         let p = SecretScope::parse("project:site-1").unwrap();
         assert_eq!(p.to_string(), "project:site-1");
         for bad in [

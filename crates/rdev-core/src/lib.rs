@@ -7,8 +7,11 @@
 
 pub mod agent;
 pub mod agent_args;
+pub mod api_schema;
 pub mod build;
 pub mod build_result;
+pub mod callback_schema;
+pub mod ci_repo;
 pub mod credentials;
 pub mod error;
 pub mod grant;
@@ -20,6 +23,7 @@ pub mod queue;
 pub mod registry;
 pub mod retention;
 pub mod secret_string;
+pub mod session;
 pub mod signal;
 pub mod store;
 pub mod task;
@@ -32,8 +36,9 @@ pub use agent::{
 pub use build::BuildSpec;
 pub use build_result::{
     callback_payload, AgentRun, AgentSummary, Artifacts, BuildResult, CallbackPayload,
-    PipelineSummary, PushProtectionReport,
+    PipelineReport, PipelineSummary, PushProtectionReport,
 };
+pub use ci_repo::{validate_ci_repo, CiRepo, WoodpeckerRepo};
 pub use credentials::{
     AuditAction, AuditEntry, AuditFilter, InjectionPlan, KeyCheck, Redactor, RotatedSecret,
     Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope, REDACTED,
@@ -54,6 +59,7 @@ pub use queue::{
 pub use registry::{ProviderRegistry, RegistryError};
 pub use retention::{PruneReport, RetentionStore};
 pub use secret_string::SecretString;
+pub use session::{check_resumable, ProjectSession, SessionError, SessionStore};
 pub use store::{
     AttemptRecord, Enqueued, NewTask, OutboxRow, OutboxStore, ProjectDeletion, ProjectStore, Store,
     StoreError, TaskEvent, TaskFilter, TaskStore,

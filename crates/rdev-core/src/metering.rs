@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{StoreError, TaskId, ValidationError};
 
 /// Tokens of one model call, or summed over many.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct MeteredUsage {
     /// Input tokens billed at the input price (not read from or written to the cache).
@@ -237,7 +237,7 @@ impl Budget {
 }
 
 /// Usage of one model in one attempt of a task, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptUsage {
     pub attempt: u32,
     /// The agent provider whose calls these were (`claude-code`, `opencode`).
@@ -252,7 +252,7 @@ pub struct AttemptUsage {
 }
 
 /// The sum of [`AttemptUsage`] rows: what a task used in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageTotal {
     #[serde(flatten)]
     pub usage: MeteredUsage,
@@ -274,7 +274,7 @@ impl UsageTotal {
 
 /// A task's metered usage as its result reports it: the totals over every attempt, and
 /// the rows per attempt and model.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskUsage {
     #[serde(flatten)]
     pub total: UsageTotal,

@@ -8,6 +8,7 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    ci_repo::{CiRepo, WoodpeckerRepo},
     credentials::InjectionPlan,
     push_protection::{AllowPattern, PushProtection},
     AgentProvider, ValidationError,
@@ -243,7 +244,7 @@ impl FromStr for BranchName {
 /// Deserialising a project checks its name but not `repo_url` nor `default_branch`: the
 /// API checks a whole project (those two among its other fields, in a fixed order) after
 /// merging a change into it, and rows are read back without being judged again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     pub name: ProjectName,
     /// Where the repository lives (a URL or a local path to a bare repository).
@@ -256,7 +257,12 @@ pub struct Project {
     pub template: Option<String>,
     /// The repository's id in Woodpecker, when CI is followed.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub woodpecker_repo_id: Option<i64>,
+    /// The repository's full name in Woodpecker (`owner/name`), looked up when a build
+    /// follows CI: the other way to name it, never together with `woodpecker_repo_id`.
+    #[serde(default)]
+    pub woodpecker_repo: Option<WoodpeckerRepo>,
     /// How to derive the deploy URL, e.g. `https://{project}.example.com`.
     #[serde(default)]
     pub deploy_url_pattern: Option<String>,
@@ -270,6 +276,7 @@ pub struct Project {
     /// removed with it; `None` when the repository was given as `repo_url`, which rdev
     /// never removes. Set at creation only: no change to the project can set it.
     #[serde(default)]
+    #[schema(read_only)]
     pub created_repo: Option<String>,
     /// What a secret found in the commits a build is about to push does: `block` (the
     /// default: nothing is pushed, the task fails with `secret_in_commit`) or `warn`.
@@ -278,16 +285,20 @@ pub struct Project {
     /// Paths of known test fixtures ([`AllowPattern`]s) where credential-shaped strings
     /// are not findings. A value rdev handed to the build is a finding everywhere.
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::push_protection_allow)]
     pub push_protection_allow: Vec<String>,
     /// Hosts the project's agents may reach through the gateway's egress proxy, as
     /// `host:port` ([`parse_network_allow`]); empty: nothing but the model.
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::network_allow)]
     pub network_allow: Vec<String>,
     /// The default cost limit of the project's builds (a build may ask for less).
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::max_cost_usd_field)]
     pub max_cost_usd: Option<f64>,
     /// The default token limit of the project's builds (a build may ask for less).
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::max_tokens_field)]
     pub max_tokens: Option<u64>,
 }
 
@@ -360,6 +371,16 @@ pub fn parse_network_allow(entry: &str) -> Result<(String, u16), ValidationError
 }
 
 impl Project {
+    /// The Woodpecker repository the project's builds follow; `None`: CI is not followed.
+    /// The API never stores both fields; were both set, the id would win.
+    pub fn ci_repo(&self) -> Option<CiRepo<'_>> {
+        match (self.woodpecker_repo_id, &self.woodpecker_repo) {
+            (Some(id), _) => Some(CiRepo::Id(id)),
+            (None, Some(name)) => Some(CiRepo::Name(name)),
+            (None, None) => None,
+        }
+    }
+
     /// The parsed push protection allow-list; an error names the first bad pattern.
     pub fn push_protection_allow(&self) -> Result<Vec<AllowPattern>, ValidationError> {
         AllowPattern::parse_all(&self.push_protection_allow)

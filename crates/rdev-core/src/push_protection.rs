@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// What happens when push protection finds a secret in the commits rdev is about to push.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PushProtection {
     /// Nothing is pushed; the task fails with `secret_in_commit` (the default).

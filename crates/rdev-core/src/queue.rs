@@ -218,6 +218,15 @@ pub trait WorkQueue: Send + Sync {
         error: &str,
         retryable: bool,
     ) -> Result<FailOutcome, StoreError>;
+    /// Fails the task for good (never retried) and records `result` on it, in the same
+    /// transaction as the callback row, which carries both: what a build still produced
+    /// when it failed after pushing (its commit, the CI pipeline that failed).
+    async fn fail_with_result(
+        &self,
+        lease: &LeaseKey,
+        error: &str,
+        result: BuildResult,
+    ) -> Result<(), StoreError>;
     /// Cancels a queued or running task (a running task's worker loses its lease).
     async fn cancel(&self, id: TaskId) -> Result<WorkTask, StoreError>;
     /// Returns tasks whose lease expired to the queue with backoff, or marks them dead.

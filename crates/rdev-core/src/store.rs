@@ -121,7 +121,7 @@ pub struct TaskEvent {
 }
 
 /// One attempt of a task: who ran it and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub attempt: u32,
     pub worker: String,
@@ -219,8 +219,9 @@ pub trait ProjectStore: Send + Sync {
     async fn update_project(&self, project: &Project) -> Result<(), StoreError>;
     /// Deletes a project and what belongs only to it, in one transaction: its queued and
     /// running tasks are cancelled (as [`crate::WorkQueue::cancel`] does), the idempotency
-    /// keys of all its tasks are freed, its undelivered callbacks expire, and every secret
-    /// of scope `project:<name>` is deleted with an audit row by `actor`. Finished tasks
+    /// keys of all its tasks are freed, its undelivered callbacks expire, every secret of
+    /// scope `project:<name>` is deleted with an audit row by `actor`, and its sessions
+    /// ([`crate::SessionStore`]) can no longer be resumed. Finished tasks
     /// stay as history until retention prunes them. `NotFound` if it does not exist.
     async fn delete_project(
         &self,
@@ -272,6 +273,7 @@ pub trait Store:
     + OutboxStore
     + crate::RetentionStore
     + crate::UsageStore
+    + crate::SessionStore
     + std::fmt::Debug
 {
 }
@@ -283,6 +285,7 @@ impl<
             + OutboxStore
             + crate::RetentionStore
             + crate::UsageStore
+            + crate::SessionStore
             + std::fmt::Debug,
     > Store for T
 {

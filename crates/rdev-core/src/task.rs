@@ -54,7 +54,7 @@ impl FromStr for TaskId {
 ///   │  └────────┘  (retry after lease loss or a retryable failure)
 ///   └──> cancelled
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Queued,

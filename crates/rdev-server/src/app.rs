@@ -45,7 +45,7 @@ impl ApiServer {
     /// `shutdown_grace_secs`.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.services.config.shutdown_grace_secs);
-        let app = api::router(self.services);
+        let app = api::router(Arc::clone(&self.services)).merge(crate::ui::router(self.services));
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             stop.cancelled().await;

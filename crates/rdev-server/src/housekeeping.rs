@@ -3,7 +3,8 @@
 //! state whose worktree is gone, sandbox scratch dirs); then, until shutdown, it removes
 //! failed checkouts kept for debugging once they are older than
 //! `keep_failed_workspaces_hours`, prunes finished history older than `retention_days`
-//! from the store in bounded batches, and measures the data directory for `/metrics`.
+//! from the store in bounded batches (and the agent session files kept as long), and
+//! measures the data directory for `/metrics`.
 //!
 //! It decides when; what may go is the git module's ([`crate::git::CheckoutEntry`]), the
 //! adapters' ([`rdev_core::CodeAgent::workdir_state`], [`rdev_agents::sandbox::sweep_scratch`])
@@ -150,6 +151,15 @@ impl Housekeeping {
             return Ok(PruneReport::default());
         };
         let report = self.store.prune_before(cutoff, PRUNE_BATCH).await?;
+        // Session files outlive no longer than the builds that let a later build resume them.
+        let (data_dir, until) = (self.config.data_dir.clone(), SystemTime::from(cutoff));
+        let sessions =
+            tokio::task::spawn_blocking(move || crate::sessions::prune_files(&data_dir, until))
+                .await
+                .unwrap_or_default();
+        if sessions > 0 {
+            tracing::info!(sessions, %cutoff, "pruned old session files");
+        }
         if report.total() > 0 || report.skipped {
             tracing::info!(
                 tasks = report.tasks,

@@ -11,15 +11,18 @@ pub mod doctor;
 pub mod gateway;
 pub mod git;
 pub mod housekeeping;
+pub mod live;
 pub mod metrics;
 pub mod project_service;
 pub mod running;
 pub mod scan;
 pub mod secrets;
 pub mod services;
+pub mod sessions;
 pub mod telemetry;
 pub mod templates;
 pub mod tokens;
+pub mod ui;
 pub mod woodpecker;
 pub mod worker;
 

@@ -22,6 +22,7 @@ use crate::{
     doctor::readiness::Readiness,
     gateway::Gateway,
     git::GitWorkspaces,
+    live::Live,
     metrics::Metrics,
     running::RunningTasks,
     secrets::SecretService,
@@ -65,6 +66,8 @@ pub struct Services {
     pub gateway: Gateway,
     /// Cancelled when the node shuts down (agents' supervised servers watch it).
     pub shutdown: CancellationToken,
+    /// Live feeds (task events, list changes): one poll per watched thing, fanned out.
+    pub live: Live,
 }
 
 /// Opens the database at `url` and brings its schema up to date (what `serve`, `worker`,
@@ -108,17 +111,25 @@ impl Services {
                 .context("could not start the store")?,
         );
         let metrics = Metrics::default();
-        let settings = config.gateway_settings()?;
-        let gateway = Gateway::start(settings, Some(store.clone()), metrics.clone()).await?;
-        config.agents.gateway = Some(gateway.link());
-        let templates = TemplateRegistry::load(&config.template_dirs)
-            .context("could not load the project templates")?;
+        // Before the gateway, which reads upstream keys kept in the credential store.
         let secrets = SecretService::from_config(&config, db.clone())
             .context("could not load the master key for the credential store")?;
         secrets
             .verify_key()
             .await
             .context("the master key does not open this database's secrets")?;
+        let secrets = Arc::new(secrets);
+        let settings = config.gateway_settings()?;
+        let gateway = Gateway::start(
+            settings,
+            Some(store.clone()),
+            metrics.clone(),
+            Some(Arc::clone(&secrets)),
+        )
+        .await?;
+        config.agents.gateway = Some(gateway.link());
+        let templates = TemplateRegistry::load(&config.template_dirs)
+            .context("could not load the project templates")?;
         config.log_startup(secrets.key_source());
         let shutdown = CancellationToken::new();
         let (registry, readiness) = build_registry(&config, &shutdown)?;
@@ -129,6 +140,7 @@ impl Services {
             .map(CiFollow::from_config)
             .transpose()
             .context("invalid woodpecker configuration")?;
+        let live = Live::new(store.clone());
         Ok(Arc::new(Self {
             db,
             store,
@@ -143,11 +155,12 @@ impl Services {
             running: RunningTasks::default(),
             metrics,
             config: Arc::new(config),
-            secrets: Arc::new(secrets),
+            secrets,
             tokens,
             woodpecker,
             gateway,
             shutdown,
+            live,
         }))
     }
 

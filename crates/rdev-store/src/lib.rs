@@ -3,7 +3,8 @@
 //! must not know about HTTP or agents.
 //!
 //! [`SqlStore`] implements `TaskStore`, `WorkQueue`, `ProjectStore`, `OutboxStore`,
-//! `RetentionStore` ([`retention`]) and `UsageStore` (model usage per attempt) on either
+//! `RetentionStore` ([`retention`]), `UsageStore` (model usage per attempt) and
+//! `SessionStore` (the agent sessions completed builds reported, per project) on either
 //! backend; `docs/queue.md` explains the queue's
 //! guarantees. [`SqlSecretRepository`] and [`SqlTokenStore`] hold the credential store's
 //! and the API tokens' tables.
@@ -16,6 +17,7 @@ mod project_store;
 mod queue;
 pub mod retention;
 pub mod secrets;
+mod sessions;
 mod sql;
 pub mod sql_store;
 mod task_store;

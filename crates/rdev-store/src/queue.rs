@@ -17,6 +17,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::{
+    sessions::record_session,
     sql::{corrupt, db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
     sql_store::not_found,
     sql_store::SqlStore,
@@ -53,6 +54,7 @@ struct Sql {
     finish_attempt: String,
     insert_outbox: String,
     fail_lookup: String,
+    record_result: String,
     retry: String,
     dead: String,
     reap_scan: String,
@@ -101,6 +103,10 @@ static SQL: LazyLock<Sql> = LazyLock::new(|| {
             .to_owned(),
         fail_lookup: format!(
             "SELECT attempt, max_attempts FROM tasks WHERE {}",
+            guard(1, 2, 3)
+        ),
+        record_result: format!(
+            "UPDATE tasks SET result = $4 WHERE {} RETURNING attempt, max_attempts",
             guard(1, 2, 3)
         ),
         // Guarded by (id, token, running) only: the reaper uses it on expired leases.
@@ -164,18 +170,6 @@ pub(crate) fn chrono_dur(d: Duration) -> chrono::Duration {
 
 fn lost(task_id: TaskId) -> StoreError {
     StoreError::LeaseLost { task_id }
-}
-
-impl SqlStore {
-    fn retry_at(&self, attempt: i32, now: DateTime<Utc>) -> DateTime<Utc> {
-        let unit: f64 = rand::random();
-        let delay = self
-            .inner
-            .config
-            .retry
-            .delay(u32::try_from(attempt).unwrap_or(1), unit);
-        now + chrono_dur(delay)
-    }
 }
 
 /// Ends an attempt whose lease `(id, token)` the caller has verified: back to the queue
@@ -323,6 +317,53 @@ macro_rules! impl_cancel_in_tx {
 
 impl_cancel_in_tx!(sqlx::Postgres, sqlx::Sqlite);
 
+impl SqlStore {
+    /// [`WorkQueue::fail`]; a `result` (never retried) is stored by the lease check itself.
+    async fn fail_attempt(
+        &self,
+        lease: &LeaseKey,
+        error: &str,
+        retryable: bool,
+        result: Option<&BuildResult>,
+    ) -> Result<FailOutcome, StoreError> {
+        let now = self.now();
+        let lookup = format!("{}{}", SQL.fail_lookup, lock_suffix(self, false));
+        on_pool!(&self.inner.db, pool => {
+            let mut tx = pool.begin_write().await.map_err(db_err)?;
+            let sql = if result.is_some() { &SQL.record_result } else { &lookup };
+            let mut q = sqlx::query_as(sql)
+                .bind(lease.task_id.0)
+                .bind(lease.token.0)
+                .bind(Ts::from(now));
+            if let Some(result) = result {
+                q = q.bind(Json(result));
+            }
+            let held: Option<(i32, i32)> = q.fetch_optional(&mut *tx).await.map_err(db_err)?;
+            let (attempt, max) = held.ok_or_else(|| lost(lease.task_id))?;
+            let (n, outcome) = end_attempt!(self, tx, lease.task_id.0, lease.token.0, attempt,
+                max, now, error, retryable, ("retry", "failed"));
+            if n != 1 {
+                return Err(lost(lease.task_id));
+            }
+            tx.commit().await.map_err(db_err)?;
+            if matches!(outcome, FailOutcome::Dead) {
+                self.announce_outbox();
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn retry_at(&self, attempt: i32, now: DateTime<Utc>) -> DateTime<Utc> {
+        let unit: f64 = rand::random();
+        let delay = self
+            .inner
+            .config
+            .retry
+            .delay(u32::try_from(attempt).unwrap_or(1), unit);
+        now + chrono_dur(delay)
+    }
+}
+
 #[async_trait]
 impl WorkQueue for SqlStore {
     async fn claim(
@@ -463,6 +504,7 @@ impl WorkQueue for SqlStore {
                     .await
                     .map_err(db_err)?;
                 write_callback!(tx, &task, now);
+                record_session!(tx, &task, result, now);
                 report.completed.push(task.id);
             }
             tx.commit().await.map_err(db_err)?;
@@ -479,29 +521,18 @@ impl WorkQueue for SqlStore {
         error: &str,
         retryable: bool,
     ) -> Result<FailOutcome, StoreError> {
-        let now = self.now();
-        let lookup = format!("{}{}", SQL.fail_lookup, lock_suffix(self, false));
-        on_pool!(&self.inner.db, pool => {
-            let mut tx = pool.begin_write().await.map_err(db_err)?;
-            let held: Option<(i32, i32)> = sqlx::query_as(&lookup)
-                .bind(lease.task_id.0)
-                .bind(lease.token.0)
-                .bind(Ts::from(now))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let (attempt, max) = held.ok_or_else(|| lost(lease.task_id))?;
-            let (n, outcome) = end_attempt!(self, tx, lease.task_id.0, lease.token.0, attempt,
-                max, now, error, retryable, ("retry", "failed"));
-            if n != 1 {
-                return Err(lost(lease.task_id));
-            }
-            tx.commit().await.map_err(db_err)?;
-            if matches!(outcome, FailOutcome::Dead) {
-                self.announce_outbox();
-            }
-            Ok(outcome)
-        })
+        self.fail_attempt(lease, error, retryable, None).await
+    }
+
+    async fn fail_with_result(
+        &self,
+        lease: &LeaseKey,
+        error: &str,
+        result: BuildResult,
+    ) -> Result<(), StoreError> {
+        self.fail_attempt(lease, error, false, Some(&result))
+            .await?;
+        Ok(())
     }
 
     async fn cancel(&self, id: TaskId) -> Result<WorkTask, StoreError> {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rdev_core::{
     credentials::InjectionPlan, queue::truncate_millis, AgentProvider, AttemptRecord, BranchName,
     BuildResult, BuildSpec, OutboxRow, Project, ProjectName, RepoUrl, StoreError, TaskEvent,
-    TaskId, TaskStatus, WorkTask,
+    TaskId, TaskStatus, WoodpeckerRepo, WorkTask,
 };
 use sqlx::{
     encode::IsNull,
@@ -188,6 +188,7 @@ pub struct ProjectRow {
     pub max_tokens: Option<i64>,
     pub push_protection: String,
     pub push_protection_allow: Json<Vec<String>>,
+    pub woodpecker_repo: Option<String>,
     pub created_repo: Option<String>,
 }
 
@@ -200,6 +201,7 @@ impl ProjectRow {
             default_branch: BranchName::from_stored(self.default_branch),
             template: self.template,
             woodpecker_repo_id: self.woodpecker_repo_id,
+            woodpecker_repo: self.woodpecker_repo.map(WoodpeckerRepo::from_stored),
             deploy_url_pattern: self.deploy_url_pattern,
             provider: self
                 .provider

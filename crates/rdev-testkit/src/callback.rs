@@ -1,10 +1,16 @@
 //! [`CallbackReceiver`]: a real HTTP server that records every callback POST (headers and
 //! raw body) so tests can verify signatures and count deliveries. It can be told to answer
 //! with an error status for a while, to play a receiver that is down and comes back.
+//!
+//! Every body it receives is checked against the callback's JSON Schema (the one the
+//! server publishes at `/schemas/callback.json`, [`callback_json_schema`]) by
+//! [`callback_schema_errors`]; reading what arrived ([`CallbackReceiver::received`] and all
+//! that build on it) panics on a body that breaks the contract, so every test that receives
+//! a callback checks it.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -15,8 +21,26 @@ use axum::{
     routing::post,
     Router,
 };
+use rdev_core::callback_schema::callback_json_schema;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
+
+/// Why `body` is not a valid callback body: not JSON, or each way it breaks the callback's
+/// JSON Schema (with the place in the body). Empty when it is valid.
+pub fn callback_schema_errors(body: &[u8]) -> Vec<String> {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        jsonschema::draft202012::new(&callback_json_schema()).expect("the callback schema compiles")
+    });
+    let body: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("not JSON: {e}")],
+    };
+    validator
+        .iter_errors(&body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
 
 /// One received callback.
 #[derive(Debug, Clone)]
@@ -98,9 +122,19 @@ impl CallbackReceiver {
         self.shared.inner.lock().unwrap().fail_with = None;
     }
 
-    /// Everything received so far, in order.
+    /// Everything received so far, in order. Panics if a body is not a valid callback
+    /// ([`callback_schema_errors`]).
     pub fn received(&self) -> Vec<ReceivedCallback> {
-        self.shared.inner.lock().unwrap().received.clone()
+        let received = self.shared.inner.lock().unwrap().received.clone();
+        for c in &received {
+            let errors = callback_schema_errors(&c.body);
+            assert!(
+                errors.is_empty(),
+                "a callback body breaks /schemas/callback.json: {errors:?}\nbody: {}",
+                String::from_utf8_lossy(&c.body)
+            );
+        }
+        received
     }
 
     /// Those answered with 2xx.
@@ -162,4 +196,56 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     };
     shared.notify.notify_waiters();
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn completed() -> serde_json::Value {
+        json!({
+            "task_id": "01890000-0000-7000-8000-000000000000",
+            "project_id": "site",
+            "status": "completed",
+            "cost_usd": null,
+            "result": {
+                "output": "ok",
+                "artifacts": {"commit_sha": null, "deploy_url": null},
+                "cost_usd": null,
+                "usage": null,
+                "agent": {},
+            },
+        })
+    }
+
+    #[test]
+    fn a_body_that_breaks_the_schema_is_reported() {
+        let good = completed();
+        assert_eq!(
+            callback_schema_errors(good.to_string().as_bytes()),
+            Vec::<String>::new()
+        );
+        let mut done = good.clone();
+        done["status"] = json!("done");
+        let errors = callback_schema_errors(done.to_string().as_bytes());
+        assert!(errors.iter().any(|e| e.contains("/status")), "{errors:?}");
+        assert!(!callback_schema_errors(b"not json").is_empty());
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "breaks /schemas/callback.json")]
+    async fn reading_an_invalid_callback_fails_the_test() {
+        let receiver = CallbackReceiver::start().await.unwrap();
+        let mut body = completed();
+        body["status"] = json!("done");
+        reqwest::Client::new()
+            .post(receiver.url())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        receiver.wait_for_received(1, Duration::from_secs(10)).await;
+    }
 }

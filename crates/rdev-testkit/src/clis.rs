@@ -1,6 +1,7 @@
-//! Where the test suites find the repository root and the agent CLIs that
-//! `scripts/setup-tools` installs into `<root>/.tools`. It must not install anything
-//! itself: a missing CLI is a loud panic telling the developer what to run.
+//! Where the test suites find the repository root, the agent CLIs that
+//! `scripts/setup-tools` installs into `<root>/.tools`, and Schemathesis, which
+//! `scripts/setup-schemathesis` installs into `<root>/.tools/schemathesis`. It must not
+//! install anything itself: a missing CLI is a loud panic telling the developer what to run.
 
 use std::path::PathBuf;
 
@@ -33,4 +34,18 @@ pub fn claude_bin() -> PathBuf {
 /// Panics with "run scripts/setup-tools" when it is absent.
 pub fn opencode_bin() -> PathBuf {
     agent_bin("RDEV_OPENCODE_BIN", "opencode")
+}
+
+/// Schemathesis' `st` CLI in the virtual environment at `<root>/.tools/schemathesis`.
+/// Panics with "run scripts/setup-schemathesis" when it is absent: a test that needs it
+/// fails rather than skipping silently.
+pub fn schemathesis_bin() -> PathBuf {
+    let path = workspace_root().join(".tools/schemathesis/bin/st");
+    assert!(
+        path.is_file(),
+        "Schemathesis is missing at {} (run scripts/setup-schemathesis; scripts/setup-tools \
+         and scripts/test run it too)",
+        path.display()
+    );
+    path
 }

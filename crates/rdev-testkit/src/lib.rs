@@ -17,10 +17,10 @@ pub mod stub;
 pub mod woodpecker;
 
 pub use agent_env::{claude_env, TEST_API_KEY};
-pub use callback::{CallbackReceiver, ReceivedCallback};
+pub use callback::{callback_schema_errors, CallbackReceiver, ReceivedCallback};
 pub use client::TestClient;
 pub use clis::{claude_bin, opencode_bin, workspace_root};
 pub use db::TestDb;
-pub use model::{RecordedRequest, ScriptedModel};
+pub use model::{RecordedMessage, RecordedRequest, ScriptedModel};
 pub use process_env::ProcessEnv;
 pub use stub::{StubAnswer, StubUpstream};

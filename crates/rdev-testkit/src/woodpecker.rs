@@ -1,9 +1,11 @@
 //! A fake Woodpecker server for tests: the same routes, bearer auth and JSON shapes as
 //! woodpecker-ci/woodpecker v3.17.0 for what rdev uses (`GET /api/user`; `GET
-//! /api/repos/{repo_id}/pipelines` with `page`/`perPage`, newest first and without workflows; `GET
-//! /api/repos/{repo_id}/pipelines/{number}` with `workflows[].children[]` steps). A test
-//! drives its state: add pipelines, script their statuses per request, hide a pipeline
-//! until it has been listed a number of times, and inject error responses. Everything is
+//! /api/repos/lookup/{full_name}`, case-insensitive; `GET /api/repos/{repo_id}/pipelines`
+//! with `page`/`perPage` and the `branch`/`event` filters, newest first and without
+//! workflows; `GET /api/repos/{repo_id}/pipelines/{number}` with `workflows[].children[]`
+//! steps). A test drives its state: add repositories and pipelines (of any branch and
+//! event), script their statuses per request, hide a pipeline until it has been listed a
+//! number of times, and inject error responses. Everything is
 //! counted in requests, not time, so tests do not depend on timing.
 //!
 //! It must not be used by production code and never listens beyond 127.0.0.1.
@@ -41,6 +43,7 @@ struct FakePipeline {
     number: i64,
     commit: String,
     branch: String,
+    event: String,
     status: String,
     deploy_to: String,
     /// Statuses applied one per `GET` of this pipeline, before answering.
@@ -53,6 +56,8 @@ struct FakePipeline {
 struct FakeState {
     token: String,
     repos: BTreeMap<i64, Vec<FakePipeline>>,
+    /// Repository full names, lower-cased, and their ids.
+    names: BTreeMap<String, (String, i64)>,
     next_id: i64,
     injected: VecDeque<(u16, String)>,
     requests: Vec<WoodpeckerRequest>,
@@ -76,6 +81,7 @@ impl FakeWoodpecker {
         }));
         let app = Router::new()
             .route("/api/user", get(current_user))
+            .route("/api/repos/lookup/{*full_name}", get(lookup_repo))
             .route("/api/repos/{repo_id}/pipelines", get(list_pipelines))
             .route("/api/repos/{repo_id}/pipelines/{number}", get(get_pipeline))
             .fallback(not_found)
@@ -109,27 +115,31 @@ impl FakeWoodpecker {
     /// Adds a pipeline that list requests for `repo_id` do not show until the repository
     /// has been listed `lists` times (a webhook that arrives late).
     pub fn add_hidden_pipeline(&self, repo_id: i64, commit: &str, branch: &str, lists: u32) -> i64 {
+        let new = NewPipeline::push(commit, branch);
+        add_locked(&mut self.lock(), repo_id, &new, lists)
+    }
+
+    /// Adds `pipelines` in order, all at once (no request sees only some of them), and
+    /// returns their numbers.
+    pub fn add_pipelines(&self, repo_id: i64, pipelines: &[NewPipeline<'_>]) -> Vec<i64> {
         let mut s = self.lock();
-        s.next_id += 1;
-        let id = s.next_id;
-        let pipelines = s.repos.entry(repo_id).or_default();
-        let number = pipelines.iter().map(|p| p.number).max().unwrap_or(0) + 1;
-        pipelines.push(FakePipeline {
-            id,
-            number,
-            commit: commit.to_owned(),
-            branch: branch.to_owned(),
-            status: "pending".into(),
-            deploy_to: String::new(),
-            script: VecDeque::new(),
-            hidden_for_lists: lists,
-        });
-        number
+        pipelines
+            .iter()
+            .map(|p| add_locked(&mut s, repo_id, p, 0))
+            .collect()
     }
 
     /// Creates an empty repository (its pipeline list is `[]` rather than 404).
     pub fn add_repo(&self, repo_id: i64) {
         self.lock().repos.entry(repo_id).or_default();
+    }
+
+    /// Creates an empty repository that the lookup finds by `full_name` (`owner/name`).
+    pub fn add_named_repo(&self, repo_id: i64, full_name: &str) {
+        let mut s = self.lock();
+        s.repos.entry(repo_id).or_default();
+        s.names
+            .insert(full_name.to_lowercase(), (full_name.to_owned(), repo_id));
     }
 
     /// Sets a pipeline's status now.
@@ -172,6 +182,49 @@ impl FakeWoodpecker {
             .unwrap_or_else(|| panic!("fake woodpecker: no pipeline {repo_id}/{number}"));
         f(p);
     }
+}
+
+/// A pipeline for [`FakeWoodpecker::add_pipelines`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewPipeline<'a> {
+    pub commit: &'a str,
+    pub branch: &'a str,
+    /// The webhook event: `push`, `manual`, `tag`, `cron`, ...
+    pub event: &'a str,
+    /// The status it starts with (`pending` for a new one).
+    pub status: &'a str,
+}
+
+impl<'a> NewPipeline<'a> {
+    /// A `pending` pipeline of a push of `commit` to `branch`.
+    pub fn push(commit: &'a str, branch: &'a str) -> Self {
+        Self {
+            commit,
+            branch,
+            event: "push",
+            status: "pending",
+        }
+    }
+}
+
+/// Adds one pipeline with the repository's next number; returns the number.
+fn add_locked(s: &mut FakeState, repo_id: i64, new: &NewPipeline<'_>, lists: u32) -> i64 {
+    s.next_id += 1;
+    let id = s.next_id;
+    let pipelines = s.repos.entry(repo_id).or_default();
+    let number = pipelines.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+    pipelines.push(FakePipeline {
+        id,
+        number,
+        commit: new.commit.to_owned(),
+        branch: new.branch.to_owned(),
+        event: new.event.to_owned(),
+        status: new.status.to_owned(),
+        deploy_to: String::new(),
+        script: VecDeque::new(),
+        hidden_for_lists: lists,
+    });
+    number
 }
 
 impl Drop for FakeWoodpecker {
@@ -220,6 +273,70 @@ async fn current_user(
     Json(user).into_response()
 }
 
+/// `GET /api/repos/lookup/{full_name}`: the repository by full name, ignoring case (as
+/// Woodpecker's `GetRepoName`), as Woodpecker's `model.Repo` JSON (abridged); 404 when
+/// there is none.
+async fn lookup_repo(
+    State(state): State<Shared>,
+    Path(full_name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&state, &method, &uri, &headers) {
+        return r;
+    }
+    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+    // Gin's wildcard keeps the leading slash; Woodpecker trims it.
+    let key = full_name.trim_start_matches('/').to_lowercase();
+    let Some((name, id)) = s.names.get(&key) else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    let (owner, repo) = name.rsplit_once('/').unwrap_or(("", name));
+    Json(json!({
+        "id": id,
+        "forge_id": 1,
+        "forge_remote_id": id.to_string(),
+        "org_id": 1,
+        "owner": owner,
+        "name": repo,
+        "full_name": name,
+        "avatar_url": "",
+        "forge_url": format!("https://forge.invalid/{name}"),
+        "clone_url": format!("https://forge.invalid/{name}.git"),
+        "clone_url_ssh": "",
+        "default_branch": "main",
+        "pr_enabled": true,
+        "timeout": 60,
+        "visibility": "private",
+        "private": true,
+        "trusted": {"network": false, "volumes": false, "security": false},
+        "require_approval": "forks",
+        "approval_allowed_users": [],
+        "active": true,
+        "allow_pr": true,
+        "allow_deploy": false,
+        "config_file": "",
+        "cancel_previous_pipeline_events": [],
+        "netrc_trusted": [],
+    }))
+    .into_response()
+}
+
+/// Woodpecker's webhook events (`model.WebhookEvent`); another value in the `event` filter
+/// is a 400.
+const EVENTS: &[&str] = &[
+    "push",
+    "pull_request",
+    "pull_request_closed",
+    "pull_request_metadata",
+    "tag",
+    "release",
+    "deployment",
+    "cron",
+    "manual",
+];
+
 async fn list_pipelines(
     State(state): State<Shared>,
     Path(repo_id): Path<String>,
@@ -245,6 +362,15 @@ async fn list_pipelines(
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|p| (1..=50).contains(p))
         .unwrap_or(50);
+    // Woodpecker's filters: `branch` exact, `event` a comma-separated list of known events.
+    let branch = q.get("branch").filter(|b| !b.is_empty());
+    let events: Option<Vec<&str>> = q
+        .get("event")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.split(',').collect());
+    if events.iter().flatten().any(|e| !EVENTS.contains(e)) {
+        return (StatusCode::BAD_REQUEST, "invalid webhook event").into_response();
+    }
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     let Some(pipelines) = s.repos.get_mut(&repo_id) else {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
@@ -255,7 +381,13 @@ async fn list_pipelines(
             p.hidden_for_lists -= 1;
             continue;
         }
-        visible.push(pipeline_json(p, false));
+        let wanted = branch.is_none_or(|b| *b == p.branch)
+            && events
+                .as_ref()
+                .is_none_or(|es| es.contains(&p.event.as_str()));
+        if wanted {
+            visible.push(pipeline_json(p, false));
+        }
     }
     visible.sort_by_key(|v| std::cmp::Reverse(v["number"].as_i64().unwrap_or(0)));
     let page: Vec<Value> = visible
@@ -344,7 +476,7 @@ fn pipeline_json(p: &FakePipeline, full: bool) -> Value {
         "number": p.number,
         "author": "rdev",
         "parent": 0,
-        "event": "push",
+        "event": p.event,
         "event_reason": null,
         "status": p.status,
         "errors": null,

@@ -1,7 +1,8 @@
 //! One Claude Code run from spawn to [`AgentResult`]: builds the argv and environment,
 //! starts the CLI through a [`Transport`], writes the prompt to stdin, maps stdout with the
 //! [`StreamParser`], and ends the process family on completion, cancel, timeout or an
-//! unavailable CLI. It owns no state across runs (the agent keeps the cancel table).
+//! unavailable CLI; a session kept beyond its run is put in place before and saved after
+//! ([`super::sessions`]). It owns no state across runs (the agent keeps the cancel table).
 
 use std::{
     path::PathBuf,
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::{check_env_name, ClaudeCodeConfig, PermissionMode},
+    sessions::SessionFiles,
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
 };
@@ -165,6 +167,12 @@ pub async fn run(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + request.timeout;
     let env = run_env(ctx.config, &request)?;
+    // A session kept beyond its run goes where the CLI looks for it (after `run_env`, which
+    // makes the config dir).
+    let sessions = SessionFiles::for_run(ctx.config, &request);
+    if let (Some(files), Some(id)) = (&sessions, &request.session_id) {
+        files.restore(id)?;
+    }
     let mut inherited = crate::env::inherited(&ctx.config.inherit_env);
     let grant_token = gateway(ctx.config, &request).map(|(_, token)| token);
     if grant_token.is_some() {
@@ -327,6 +335,13 @@ pub async fn run(
         request.timeout,
     );
     redactor.result(&mut result);
+    if let (Some(files), Some(id)) = (&sessions, &result.session_id) {
+        if let Err(e) = files.save(id) {
+            let message = format!("session {id} was not kept for a later resume: {e}");
+            tracing::warn!(%message);
+            let _ = events.send(AgentEvent::Error { message }).await;
+        }
+    }
     let _ = events.send(AgentEvent::Completed(result.clone())).await;
     Ok(result)
 }

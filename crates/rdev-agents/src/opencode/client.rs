@@ -331,6 +331,22 @@ impl OpenCodeClient {
             .await
     }
 
+    /// `POST /session/{id}/message` with `noReply`: adds `text` to the conversation as a
+    /// user message (marked synthetic: rdev's, not the client's) without a model turn.
+    pub async fn note(
+        &self,
+        session: &str,
+        directory: &Path,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        let path = format!("/session/{session}/message");
+        let body =
+            json!({"noReply": true, "parts": [{"type": "text", "text": text, "synthetic": true}]});
+        self.call("POST", &path, Some(directory), Some(body))
+            .await?;
+        Ok(())
+    }
+
     /// `POST /session/{id}/abort`: stops the running turn; `true` if the server says so.
     pub async fn abort(&self, session: &str, directory: &Path) -> Result<bool, ClientError> {
         let path = format!("/session/{session}/abort");

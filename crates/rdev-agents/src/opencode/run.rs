@@ -5,7 +5,8 @@
 //! — or when the server is lost. The final totals come from the stored messages,
 //! not from the stream, so a slow consumer or a missed event never loses them. This module
 //! owns no state across runs (the agent keeps the cancel table) and never starts servers.
-//! Subscribing and reading the event stream is [`feed`]'s.
+//! Subscribing and reading the event stream is [`feed`]'s; a session kept in a session
+//! directory is recreated and kept again through [`resume`].
 
 use std::{path::PathBuf, time::Duration};
 
@@ -20,6 +21,7 @@ use super::{
     client::{ClientError, OpenCodeClient},
     config::{ModelRef, OpenCodeConfig},
     events::{summarize, EventMapper},
+    resume,
 };
 use crate::{
     common::{end_early, invalid, sleep_opt},
@@ -73,6 +75,9 @@ pub(super) async fn run(
     let started = Instant::now();
     let deadline = started + request.timeout;
     let workdir = resolve_workdir(&request.workdir)?;
+    // A session kept in a session directory is recreated in this directory (see
+    // `resume`); one it does not keep fails here, before the server is asked anything.
+    let recap = resume::recap(&request, &workdir)?;
     let model = match request.model.as_ref().or(ctx.config.model.as_ref()) {
         Some(m) => Some(ModelRef::parse(m).map_err(|e| invalid("model", e.to_string()))?),
         None => None,
@@ -85,7 +90,8 @@ pub(super) async fn run(
         deadline,
         started,
         // A resumed session is known from the start; a new one once it is created.
-        session: request.session_id.clone(),
+        session: request.session_id.clone().filter(|_| recap.is_none()),
+        session_dir: request.session_dir.clone(),
         stop: None,
     };
 
@@ -109,9 +115,9 @@ pub(super) async fn run(
     let mut feed = spawn_reader(stream, session_rx.clone(), reader_stop.child_token());
 
     // Creating a session is harmless to abandon: a cancel here just drops the request.
-    let session = match &request.session_id {
-        Some(id) => id.clone(),
-        None => tokio::select! {
+    let session = match (&request.session_id, &recap) {
+        (Some(id), None) => id.clone(),
+        _ => tokio::select! {
             r = ctx.client.create_session(&run.workdir) => r?.id,
             _ = cancel.cancelled() => return run.finish_early(AgentStatus::Cancelled).await,
             _ = tokio::time::sleep_until(deadline) => return run.finish_early(AgentStatus::TimedOut).await,
@@ -123,6 +129,12 @@ pub(super) async fn run(
         grant.sessions.attribute(&session);
     }
     session_tx.send_replace(Some(session.clone()));
+    if let Some(recap) = &recap {
+        tokio::select! {
+            r = ctx.client.note(&session, &run.workdir, recap) => r?,
+            _ = cancel.cancelled() => return run.finish_early(AgentStatus::Cancelled).await,
+        }
+    }
     let mut mapper = EventMapper::new();
     if request.session_id.is_some() {
         let busy = ctx.client.busy_sessions(&run.workdir).await?;
@@ -191,6 +203,8 @@ struct Run<'a> {
     deadline: Instant,
     started: Instant,
     session: Option<String>,
+    /// Where the session is kept when the run ends ([`AgentRequest::session_dir`]).
+    session_dir: Option<PathBuf>,
     stop: Option<Stop>,
 }
 
@@ -423,16 +437,24 @@ impl Run<'_> {
         timeout: Duration,
     ) -> Result<AgentResult, AgentError> {
         let session = self.session.clone().unwrap_or_default();
-        let summary = match &lost {
+        let messages = match &lost {
             Some(_) => None,
             None => match self.ctx.client.messages(&session, &self.workdir).await {
-                Ok(messages) => Some(summarize(&messages)),
+                Ok(messages) => Some(messages),
                 Err(e) => {
                     tracing::warn!(%session, error = %e, "cannot read opencode messages");
                     None
                 }
             },
         };
+        if let (Some(dir), Some(messages)) = (&self.session_dir, &messages) {
+            if let Err(e) = resume::save(dir, &session, &self.workdir, messages) {
+                let message = format!("session {session} was not kept for a later resume: {e}");
+                tracing::warn!(%message);
+                let _ = self.events.send(AgentEvent::Error { message }).await;
+            }
+        }
+        let summary = messages.as_deref().map(summarize);
         let failure = lost
             .clone()
             .or_else(|| match &self.stop {

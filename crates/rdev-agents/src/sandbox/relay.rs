@@ -1,14 +1,16 @@
 //! The relay inside a sandbox's network namespace (`rdev sandbox-relay`, or the
 //! `rdev-sandbox-relay` binary): the sandbox has loopback only, so the relay listens on a
-//! loopback port inside and carries each connection to rdev's gateway through the Unix
-//! socket bind-mounted into the sandbox (`--tcp ADDR=SOCKET`). For a server rdev talks to
+//! loopback port inside and hands each connection to rdev's gateway through the Unix
+//! socket bind-mounted into the sandbox (`--tcp ADDR=SOCKET`): the connection's descriptor
+//! is passed over the socket ([`super::handoff`]) and the gateway serves it from then on,
+//! so no byte of a model call goes through the relay. For a server rdev talks to
 //! from outside (the supervised `opencode serve`), it also carries connections the other
 //! way: it creates a Unix socket in a directory mounted from the host and forwards each
 //! connection to a loopback port inside (`--unix SOCKET=ADDR`). After its listeners are up
 //! it runs the agent as its child (`-- PROGRAM ARGS...`, stdio and environment passed on)
 //! and exits with the agent's status.
 //!
-//! It forwards bytes and nothing else: it reads no request, holds no key (the upstream key
+//! It moves connections and bytes and nothing else: it reads no request, holds no key (the upstream key
 //! stays in rdev's gateway, outside), and its argv holds only addresses and paths.
 
 use std::{
@@ -126,13 +128,12 @@ async fn run(relay: RelayArgs) -> std::io::Result<u8> {
     for (addr, socket) in relay.tcp {
         let listener = TcpListener::bind(addr).await?;
         tokio::spawn(async move {
-            while let Ok((mut inside, _)) = listener.accept().await {
-                // Streams are many small writes; without this each waits for an ACK.
-                let _ = inside.set_nodelay(true);
+            while let Ok((inside, _)) = listener.accept().await {
                 let socket = socket.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut outside) = UnixStream::connect(&socket).await {
-                        let _ = copy(&mut inside, &mut outside).await;
+                    // The gateway serves the connection itself; the relay's copies close.
+                    if let Ok(outside) = UnixStream::connect(&socket).await {
+                        let _ = super::handoff::send(&outside, &inside).await;
                     }
                 });
             }
@@ -168,8 +169,8 @@ async fn run(relay: RelayArgs) -> std::io::Result<u8> {
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-/// Copies both ways until both sides are done, with buffers large enough that a streamed
-/// answer of megabytes is not cut into 8 KiB writes.
+/// Copies both ways until both sides are done (rdev's calls to a server inside), with
+/// buffers large enough that an answer of megabytes is not cut into 8 KiB writes.
 async fn copy<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
@@ -229,7 +230,14 @@ mod tests {
         let outside = dir.path().join("gw.sock");
         let server = UnixListener::bind(&outside).unwrap();
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = server.accept().await {
+            // A gateway's side: the relay hands the TCP connection over.
+            while let Ok((unix, _)) = server.accept().await {
+                let super::super::handoff::First::HandedOff(fd) =
+                    super::super::handoff::receive_first(&unix).await.unwrap()
+                else {
+                    panic!("a hand-off")
+                };
+                let mut s = super::super::handoff::into_tcp(fd).unwrap();
                 let mut buf = [0u8; 5];
                 s.read_exact(&mut buf).await.unwrap();
                 s.write_all(&buf.to_ascii_uppercase()).await.unwrap();

@@ -1,7 +1,8 @@
 //! The Claude Code adapter against the real `claude` CLI (installed by
-//! `scripts/setup-tools`) and the project's scripted model server: a tool loop, resume,
-//! model errors, timeout, cancel mid-tool, and the kubectl transport via
-//! `scripts/kubectl-local`. A missing CLI panics with "run scripts/setup-tools".
+//! `scripts/setup-tools`) and the project's scripted model server: a tool loop, resume
+//! (in the same directory, and from a session directory in another one), model errors,
+//! timeout, cancel mid-tool, and the kubectl transport via `scripts/kubectl-local`. A
+//! missing CLI panics with "run scripts/setup-tools".
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -171,6 +172,98 @@ async fn resume_continues_the_same_session() {
         std::fs::read_to_string(env.workdir().join("again.txt")).unwrap(),
         "again\n"
     );
+}
+
+/// The first agent request (not a title or other side request) served after `from`.
+fn first_agent_request(model: &ScriptedModel, from: usize) -> rdev_testkit::RecordedRequest {
+    model.requests()[from..]
+        .iter()
+        .find(|r| r.path == "/v1/messages" && !r.side)
+        .cloned()
+        .expect("the run asked the model")
+}
+
+#[tokio::test]
+async fn a_session_kept_in_the_session_dir_resumes_in_another_workdir() {
+    let env = Env::start().await;
+    let agent = ClaudeCodeAgent::new(env.config()).unwrap();
+    // Two checkouts of one project, one after the other, as rdev makes them.
+    let (one, two) = (env.workdir().join("site-1"), env.workdir().join("site-2"));
+    std::fs::create_dir_all(&one).unwrap();
+    let store = env.state.path().join("sessions/site/claude-code");
+    let mut req = AgentRequest::new(
+        "First build\n@@write a.txt\nhello\n@@end\n@@reply first done",
+        &one,
+        Duration::from_secs(120),
+    );
+    req.session_dir = Some(store.clone());
+    let (first, events) = run(&agent, req).await;
+    assert_eq!(first.status, AgentStatus::Success, "{first:?}\n{events:#?}");
+    let session = first.session_id.clone().expect("session id");
+    assert!(store.join(format!("{session}.jsonl")).is_file());
+    // The first checkout and its config dir (with the CLI's own copy) are gone.
+    for dir in agent.workdir_state(&one).into_iter().chain([one.clone()]) {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    std::fs::create_dir_all(&two).unwrap();
+    let before = env.model.requests().len();
+    let mut req = AgentRequest::new(
+        "Second build\n@@bash pwd > where.txt\n@@reply second done",
+        &two,
+        Duration::from_secs(120),
+    );
+    req.session_id = Some(session.clone());
+    req.session_dir = Some(store.clone());
+    let (second, events) = run(&agent, req).await;
+    assert_eq!(
+        second.status,
+        AgentStatus::Success,
+        "{second:?}\n{events:#?}"
+    );
+    assert_eq!(second.session_id.as_deref(), Some(session.as_str()));
+    let sent = first_agent_request(&env.model, before);
+    let texts: Vec<(&str, &str)> = sent
+        .messages
+        .iter()
+        .flat_map(|m| m.texts.iter().map(move |t| (m.role.as_str(), t.as_str())))
+        .collect();
+    let position = |role: &str, needle: &str| {
+        texts
+            .iter()
+            .position(|(r, t)| *r == role && t.contains(needle))
+            .unwrap_or_else(|| panic!("no {role} message with {needle:?} in {texts:#?}"))
+    };
+    assert!(position("user", "First build") < position("assistant", "first done"));
+    assert!(position("assistant", "first done") < position("user", "Second build"));
+    let here = std::fs::canonicalize(&two).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(two.join("where.txt"))
+            .unwrap()
+            .trim(),
+        here.to_string_lossy()
+    );
+    // The transcript in this run's config dir names the new checkout, not the old one.
+    let kept = std::fs::read_to_string(store.join(format!("{session}.jsonl"))).unwrap();
+    assert!(kept.contains("Second build") && kept.contains("second done"));
+    assert!(
+        !kept.contains(&*one.to_string_lossy()),
+        "old checkout path left in {kept}"
+    );
+
+    // A session this directory does not keep never starts the CLI.
+    let before = env.model.requests().len();
+    let mut req = AgentRequest::new("@@reply x", &two, Duration::from_secs(60));
+    req.session_id = Some("0197a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into());
+    req.session_dir = Some(store);
+    let (tx, _rx) = mpsc::channel(8);
+    let err = agent.execute(req, tx).await.unwrap_err();
+    assert_eq!(
+        rdev_core::ErrorCode::code(&err),
+        "session_not_found",
+        "{err}"
+    );
+    assert_eq!(env.model.requests().len(), before);
 }
 
 async fn assert_model_error_fails(status: u16, message: &str) {

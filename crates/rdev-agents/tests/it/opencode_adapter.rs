@@ -32,6 +32,7 @@ async fn opencode_adapter_scenarios_on_one_real_server() {
     scenario!(many_concurrent_cancels_end_the_run_once);
     scenario!(timeout_aborts_and_reports_timed_out);
     scenario!(resumed_session_counts_only_the_new_prompt);
+    scenario!(a_kept_session_is_recreated_in_another_checkout);
     scenario!(model_error_is_a_failed_result_with_the_reason);
     scenario!(turn_limit_stops_the_run);
     scenario!(wrong_password_is_an_http_error_with_method_path_and_status);
@@ -418,6 +419,82 @@ async fn resumed_session_counts_only_the_new_prompt(env: Arc<Env>) {
     assert_eq!(r.session_id, first.session_id);
     assert_eq!(r.output, "second");
     assert_eq!(r.num_turns, 1, "{r:?}");
+}
+
+/// With a session directory (as rdev runs builds), a session made in one checkout goes on
+/// in the next one: OpenCode binds a session to its directory, so the adapter recreates it
+/// there, carrying the earlier messages.
+async fn a_kept_session_is_recreated_in_another_checkout(env: Arc<Env>) {
+    let (one, two) = (env.workdir("kept-1"), env.workdir("kept-2"));
+    let store = env.root.path().join("sessions/site/opencode");
+    let mut req = request(
+        "Kept first build\n@@write a.txt\nhello\n@@end\n@@reply kept first done",
+        &one,
+    );
+    req.session_dir = Some(store.clone());
+    let first = run(&env.agent, req).await.ok().clone();
+    let old = first.session_id.clone().expect("session id");
+    assert!(store.join(format!("{old}.json")).is_file());
+    std::fs::remove_dir_all(&one).unwrap();
+
+    let mut req = request(
+        "Kept second build\n@@write b.txt\nbye\n@@end\n@@reply kept second done",
+        &two,
+    );
+    req.session_id = Some(old.clone());
+    req.session_dir = Some(store.clone());
+    let out = run(&env.agent, req).await;
+    let r = out.ok();
+    assert_eq!(r.status, AgentStatus::Success, "{r:?}");
+    assert_eq!(r.output, "kept second done");
+    assert_eq!(r.num_turns, 2, "only this prompt counts: {r:?}");
+    let new = r.session_id.clone().expect("session id");
+    assert_ne!(new, old, "recreated as a new session");
+    assert!(store.join(format!("{new}.json")).is_file());
+    assert_eq!(std::fs::read_to_string(two.join("b.txt")).unwrap(), "bye\n");
+    assert!(!one.exists(), "nothing ran in the earlier checkout");
+    assert!(
+        !out.events.iter().any(
+            |e| matches!(e, AgentEvent::Message { text, .. } if text.contains("Kept first build"))
+        ),
+        "the carried conversation is not shown as this run's messages"
+    );
+    let sent = env
+        .model
+        .requests()
+        .into_iter()
+        .find(|q| {
+            !q.side
+                && q.messages
+                    .iter()
+                    .any(|m| m.texts.iter().any(|t| t.contains("Kept second build")))
+        })
+        .expect("the second build asked the model");
+    let texts: Vec<&str> = sent
+        .messages
+        .iter()
+        .flat_map(|m| m.texts.iter().map(String::as_str))
+        .collect();
+    let at = |needle: &str| {
+        texts
+            .iter()
+            .position(|t| t.contains(needle))
+            .unwrap_or_else(|| panic!("no message with {needle:?} in {texts:#?}"))
+    };
+    assert!(
+        at("Kept first build") < at("Kept second build"),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("kept first done")),
+        "{texts:#?}"
+    );
+
+    let mut req = request("@@reply never", &two);
+    req.session_id = Some("ses_notkepthere".into());
+    req.session_dir = Some(store);
+    let err = run(&env.agent, req).await.result.expect_err("not kept");
+    assert_eq!(err.code(), "session_not_found", "{err}");
 }
 
 async fn model_error_is_a_failed_result_with_the_reason(env: Arc<Env>) {

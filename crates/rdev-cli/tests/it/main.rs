@@ -10,3 +10,4 @@ mod cli_doctor;
 mod cli_secret;
 mod cli_serve;
 mod cli_token;
+mod schemathesis;

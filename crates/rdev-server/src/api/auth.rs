@@ -1,5 +1,7 @@
 //! Who may call the API and for what. [`authenticate`] wraps every request: `/healthz` and
-//! `/readyz` stay open for orchestrators' probes; anything else needs a bearer token (the
+//! `/readyz` stay open for orchestrators' probes, `/openapi.json` and
+//! `/schemas/callback.json` for whoever integrates (a client generator, a callback
+//! receiver's validator); anything else needs a bearer token (the
 //! configured `RDEV_API_TOKEN`, an admin, or one made with `rdev token create`), answered
 //! 401 `unauthorized` without one, unless the API has no credential at all (see
 //! [`TokenService`](crate::tokens::TokenService)). The [`Grant`] it finds goes into the
@@ -22,8 +24,13 @@ use rdev_core::{Action, Grant, ProjectName, Resource, TaskId};
 use super::{ApiError, AppState};
 use crate::tokens::AuthError;
 
-/// Paths that never need a token.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Paths that never need a token (the OpenAPI document says `security: []` for them).
+pub(super) const OPEN_PATHS: [&str; 4] = [
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/schemas/callback.json",
+];
 
 /// Which project a route is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +53,6 @@ pub enum Target {
 /// webhook secret, setting and deleting secrets) is [`Action::Admin`].
 #[rustfmt::skip]
 pub const RULES: &[(&str, &str, Action, Target)] = &[
-    ("GET",  "/openapi.json",          Action::Catalog,   Target::NoProject),
     ("GET",  "/agents",                Action::Catalog,   Target::NoProject),
     ("GET",  "/templates",             Action::Catalog,   Target::NoProject),
     ("GET",  "/templates/{name}",      Action::Catalog,   Target::NoProject),
@@ -211,11 +217,10 @@ mod tests {
             ("PUT", "/secrets/{scope}/{name}"),
             ("DELETE", "/secrets/{scope}/{name}"),
         ];
-        const PUBLIC: &[&str] = &["/healthz", "/readyz"];
         let doc = super::super::openapi::document();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
-                if method == "parameters" || PUBLIC.contains(&path.as_str()) {
+                if method == "parameters" || OPEN_PATHS.contains(&path.as_str()) {
                     continue;
                 }
                 let upper = method.to_uppercase();

@@ -10,20 +10,28 @@
 use axum::{
     extract::{rejection::JsonRejection, State},
     http::{HeaderMap, StatusCode},
-    routing::post,
-    Json, Router,
+    Json,
 };
+use rdev_core::{BuildSpec, NewTask, ProjectName, TaskId, TaskStatus};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::Path;
-use rdev_core::{BuildSpec, NewTask};
-use serde_json::{json, Value};
-
-use super::{project_routes::parse_name, ApiError, AppState};
+use super::{error::ErrorBody, extract::Path, project_routes::parse_name, ApiError, AppState};
 use crate::{callbacks::url_policy::check_url, doctor::credentials::check_configured};
 
 /// Build routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/project/{name}/build", post(build))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(build))
+}
+
+/// A queued build: the task to follow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    /// `false` when an earlier request with the same Idempotency-Key created the task.
+    pub created: bool,
 }
 
 /// The longest Idempotency-Key accepted.
@@ -33,16 +41,51 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
+/// Queues a build of the project and answers at once; follow the task with
+/// `GET /tasks/{id}` or `/events`, or wait for the callback.
+#[utoipa::path(post, path = "/project/{name}/build", operation_id = "build", tag = "builds",
+    params(
+        ("name" = ProjectName, Path, description = "The project."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200,
+            pattern = "^[\\t -~]*$",
+            description = "Repeating a request with the same key answers 200 with the \
+                original task; a different request under a used key answers 422 \
+                idempotency_key_reused."),
+    ),
+    request_body = BuildSpec,
+    responses(
+        (status = 202, description = "Queued.", body = Queued, links(
+            ("task" = (operation_id = "get_task", parameters(("id" = "$response.body#/task_id")))),
+            ("events" = (operation_id = "task_events", parameters(("id" = "$response.body#/task_id")))),
+            ("cancel" = (operation_id = "cancel_task", parameters(("id" = "$response.body#/task_id")))),
+        )),
+        (status = 200, description = "The task an earlier request with the same \
+            Idempotency-Key and body created.", body = Queued, links(
+            ("task" = (operation_id = "get_task", parameters(("id" = "$response.body#/task_id")))),
+            ("events" = (operation_id = "task_events", parameters(("id" = "$response.body#/task_id")))),
+            ("cancel" = (operation_id = "cancel_task", parameters(("id" = "$response.body#/task_id")))),
+        )),
+        (status = 400, description = "codes: invalid_idempotency_key", body = ErrorBody),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 409, description = "codes: conflict", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name, prompt_required, \
+            prompt_too_large, invalid_timeout, invalid_model, invalid_session_id, \
+            invalid_field, unknown_template, unknown_variable, missing_variable, \
+            invalid_variable, invalid_callback_url, invalid_callback_url_scheme, \
+            callback_url_has_credentials, private_callback_url, unknown_provider, \
+            agent_not_configured, unknown_session, idempotency_key_reused", body = ErrorBody),
+    ))]
 async fn build(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Json<BuildSpec>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let name = parse_name(&name)?;
     let project = state.store.get_project(&name).await?;
     let Json(spec) = body?;
     let spec = validate_spec(&state, &project, spec)?;
+    crate::sessions::check_resumable_spec(&state, &project, &spec).await?;
     let unique_key = match headers.get("idempotency-key") {
         Some(v) => {
             let key = v
@@ -82,7 +125,11 @@ async fn build(
     };
     Ok((
         status,
-        Json(json!({"task_id": t.id, "status": t.status, "created": enqueued.created})),
+        Json(Queued {
+            task_id: t.id,
+            status: t.status,
+            created: enqueued.created,
+        }),
     ))
 }
 

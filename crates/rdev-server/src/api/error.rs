@@ -10,13 +10,30 @@ use axum::{
     Json,
 };
 use rdev_core::{ErrorCode, StoreError, TaskId};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     git::GitError,
     project_service::{InitError, ProjectError},
     secrets::SecretError,
 };
+
+/// The body of every error response: `{"error":{"code","message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable machine code (listed in docs/api.md) and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable `snake_case` code clients match on.
+    pub code: &'static str,
+    /// What went wrong and, where there is one, how to fix it; never a secret.
+    pub message: String,
+}
 
 /// An error answered to an API client.
 #[derive(Debug, Clone)]
@@ -59,7 +76,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -122,6 +144,17 @@ impl From<ProjectError> for ApiError {
             E::Store(_) | E::Repository(_) | E::RepositoryPath(_) => return ApiError::internal(&e),
         };
         ApiError::from_code(status, &e)
+    }
+}
+
+impl From<crate::sessions::ResumeError> for ApiError {
+    fn from(e: crate::sessions::ResumeError) -> Self {
+        match e {
+            crate::sessions::ResumeError::Store(store) => store.into(),
+            crate::sessions::ResumeError::Session(e) => {
+                ApiError::from_code(StatusCode::UNPROCESSABLE_ENTITY, &e)
+            }
+        }
     }
 }
 

@@ -3,24 +3,63 @@
 //! ready ones and why the others are not), 503 otherwise. Neither calls anything beyond the
 //! database (provider readiness needs no network call).
 
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
-use super::{ApiError, AppState};
+use axum::{extract::State, http::StatusCode, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{error::ErrorBody, ApiError, AppState};
 use crate::doctor::readiness::ProviderState;
 
 /// `GET /healthz`, `GET /readyz`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The node can take builds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+    /// The database backend: `sqlite` or `postgres`.
+    database: &'static str,
+    providers: ProviderReadiness,
+}
+
+/// Which agent providers can take a build, and why the others cannot.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderReadiness {
+    ready: Vec<String>,
+    not_ready: BTreeMap<String, ProviderState>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "The process answers.", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers and at least one agent provider can take a build.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "codes: database_unavailable, no_provider_ready", body = ErrorBody),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness check failed");
         return Err(ApiError::new(
@@ -33,15 +72,15 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         ));
     }
     let states = state.readiness.states(&state.config, &state.registry).await;
-    let ready: Vec<&str> = states
+    let ready: Vec<String> = states
         .iter()
         .filter(|(_, s)| s.is_ready())
-        .map(|(id, _)| id.as_str())
+        .map(|(id, _)| id.clone())
         .collect();
-    let not_ready: Map<String, Value> = states
+    let not_ready: BTreeMap<String, ProviderState> = states
         .iter()
         .filter(|(_, s)| !s.is_ready())
-        .map(|(id, s)| (id.clone(), json!(s)))
+        .map(|(id, s)| (id.clone(), s.clone()))
         .collect();
     if ready.is_empty() {
         let why: Vec<String> = states
@@ -67,9 +106,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             },
         ));
     }
-    Ok(Json(json!({
-        "status": "ready",
-        "database": state.db.backend().as_str(),
-        "providers": {"ready": ready, "not_ready": not_ready},
-    })))
+    Ok(Json(Readiness {
+        status: "ready",
+        database: state.db.backend().as_str(),
+        providers: ProviderReadiness { ready, not_ready },
+    }))
 }

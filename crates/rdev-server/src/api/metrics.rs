@@ -4,17 +4,20 @@ use axum::{
     extract::State,
     http::header::CONTENT_TYPE,
     response::{IntoResponse, Response},
-    routing::get,
-    Router,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState};
 
 /// Metrics route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "metrics",
+    responses((status = 200, description = "The metrics.",
+        content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let body = state.metrics.render(state.store.as_ref()).await?;
     Ok((

@@ -11,7 +11,9 @@ mod health;
 mod metrics;
 pub mod openapi;
 mod project_routes;
+mod project_schema;
 mod secrets;
+mod task_schema;
 mod tasks;
 mod templates;
 
@@ -24,6 +26,8 @@ use axum::{
     Router,
 };
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use self::error::ApiError;
 use crate::{config::Config, services::Services};
@@ -48,10 +52,10 @@ pub(crate) fn check_template(state: &Services, name: Option<&str>) -> Result<(),
     Ok(())
 }
 
-/// The full API.
-pub fn router(state: AppState) -> Router {
-    let limit = body_limit(&state.config);
-    Router::new()
+/// Every route with its OpenAPI description: [`router`] serves them, [`openapi`]
+/// describes them, so no route is served undocumented.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(secrets::router())
         .merge(project_routes::router())
@@ -61,6 +65,13 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(metrics::router())
         .merge(openapi::router())
+}
+
+/// The full API.
+pub fn router(state: AppState) -> Router {
+    let limit = body_limit(&state.config);
+    let (routes, _) = routes().split_for_parts();
+    routes
         // After routing, so it knows the route and its parameters; unknown routes get
         // their 404 after authentication only.
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,143 +1,328 @@
-//! `GET /openapi.json`: the API described as OpenAPI 3.1. The document is written here by
-//! hand next to the routers; `tests/it/api_openapi.rs` requests every path and method it
-//! lists against the real router, so a route that is documented but missing fails a test.
+//! The API's contract, served: `GET /openapi.json` (OpenAPI 3.1) and
+//! `GET /schemas/callback.json` (the callback body's JSON Schema, draft 2020-12), both
+//! public. The document is generated, never written by hand: every route is registered
+//! through `utoipa_axum::routes!` from its handler's `#[utoipa::path]` (`super::routes`), so
+//! a route cannot exist undocumented, and every body's schema derives from the type the
+//! handler parses or answers. [`document`] adds what holds for many operations at once:
+//! bearer security, `security: []` on the routes `auth` leaves open, the statuses the
+//! authentication layer and the JSON body extractor answer, each error response's codes,
+//! and the callback a build with `callback_url` receives. The served copy also states this
+//! server's configuration (prompt and timeout limits, templates, providers).
+//! `tests/it/api_openapi.rs` requests every documented operation against the real router.
 
-use axum::{routing::get, Json, Router};
-use serde_json::{json, Value};
+use std::sync::OnceLock;
 
-use super::AppState;
+use axum::{extract::State, Json};
+use rdev_core::{api_schema, callback_schema};
+use serde_json::{json, Map, Value};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-/// The OpenAPI route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
+use super::{auth::OPEN_PATHS, error::ErrorBody, AppState};
+use crate::services::Services;
+
+/// The contract's own routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi))
+        .routes(routes!(callback_json_schema))
 }
 
-fn op(summary: &str, ok: &str, schema: Option<&str>) -> Value {
-    let mut responses = json!({
-        ok: {"description": "success"},
-        "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    });
-    if let Some(s) = schema {
-        responses[ok]["content"] =
-            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
-    }
-    json!({"summary": summary, "responses": responses})
+/// The document's fixed parts; the paths come from the routers.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "rdev",
+        description = "Build orchestrator for code agents. Every error answers \
+            `{\"error\":{\"code\",\"message\"}}` with a stable code (docs/api.md lists them). \
+            Authenticate with `Authorization: Bearer <token>`; `/healthz`, `/readyz`, \
+            `/openapi.json` and `/schemas/callback.json` are public."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "builds", description = "Queue a build of a project."),
+        (name = "tasks", description = "Follow, cancel and retry builds."),
+        (name = "projects", description = "Projects: a repository rdev builds into."),
+        (name = "secrets", description = "The credential store (values are write-only)."),
+        (name = "catalog", description = "Templates and agents a build can use."),
+        (name = "health", description = "Liveness and readiness probes (public)."),
+        (name = "meta", description = "This contract (public)."),
+        (name = "metrics", description = "Prometheus metrics."),
+    )
+)]
+pub struct ApiDoc;
+
+/// This document, stating this server's limits, templates and providers.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.",
+        body = Object)))]
+async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(document_for(&state))
 }
 
-fn with_body(mut op: Value, schema: &str) -> Value {
-    op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-    op
+/// The JSON Schema (draft 2020-12) of the callback body a build with `callback_url`
+/// receives, signed per Standard Webhooks.
+#[utoipa::path(get, path = "/schemas/callback.json", operation_id = "callback_schema",
+    tag = "meta",
+    responses((status = 200, description = "The callback body's JSON Schema.", body = Object)))]
+async fn callback_json_schema() -> Json<Value> {
+    Json(callback_schema::callback_json_schema())
 }
 
-/// The OpenAPI document.
+/// The document as generated, with the default limits.
 pub fn document() -> Value {
-    let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}}]);
-    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
-    let mut build = with_body(
-        op("Queue a build (answers 202 at once)", "202", Some("Queued")),
-        "BuildSpec",
-    );
-    build["parameters"] = json!([name[0], {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200},
-        "description": "Repeating a request with the same key answers 200 with the original task; a different request under a used key answers 422 idempotency_key_reused."}]);
-    build["responses"]["200"] = json!({"description": "the task an earlier request with the same Idempotency-Key and body created",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Queued"}}}});
-    let mut events = op(
-        "Task events as server-sent events; replays after Last-Event-ID, then live",
-        "200",
-        None,
-    );
-    events["responses"]["200"]["content"] =
-        json!({"text/event-stream": {"schema": {"type": "string"}}});
-    let mut metrics = op("Prometheus metrics (OpenMetrics text)", "200", None);
-    metrics["responses"]["200"]["content"] =
-        json!({"application/openmetrics-text": {"schema": {"type": "string"}}});
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "rdev", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Build orchestrator for code agents. Every error is {\"error\":{\"code\",\"message\"}}."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
-                    "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "BuildSpec": {"type": "object", "required": ["prompt"], "additionalProperties": false, "properties": {
-                    "prompt": {"type": "string"}, "template": {"type": "string"},
-                    "variables": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "auto_deploy": {"type": "boolean"}, "callback_url": {"type": "string", "format": "uri"},
-                    "provider": {"type": "string", "enum": ["claude-code", "opencode"]}, "model": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"},
-                    "timeout_secs": {"type": "integer", "minimum": 1},
-                    "session_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"}}},
-                "Queued": {"type": "object", "properties": {"task_id": {"type": "string", "format": "uuid"},
-                    "status": {"type": "string"}, "created": {"type": "boolean"}}},
-                "Project": {"type": "object", "required": ["name"], "properties": {
-                    "name": {"type": "string"}, "repo_url": {"type": "string"}, "default_branch": {"type": "string"},
-                    "template": {"type": ["string", "null"]}, "variables": {"type": "object"},
-                    "woodpecker_repo_id": {"type": ["integer", "null"]}, "deploy_url_pattern": {"type": ["string", "null"]},
-                    "provider": {"type": ["string", "null"]},
-                    "push_protection": {"type": "string", "enum": ["block", "warn"], "default": "block",
-                        "description": "what a secret found in the commits a build is about to push does: block fails the task with secret_in_commit, warn pushes and records the findings"},
-                    "push_protection_allow": {"type": "array", "items": {"type": "string", "maxLength": 256}, "maxItems": 64,
-                        "description": "path patterns (*, ?, **, trailing / for a directory) of known test fixtures where credential formats are not findings"},
-                    "created_repo": {"type": ["string", "null"], "readOnly": true,
-                        "description": "the bare repository rdev created for the project, removed with it; null when repo_url was given"},
-                    "secrets": {"type": "object", "properties": {"env": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}},
-                        "git_token": {"type": ["string", "null"]}}}}},
-                "Deleted": {"type": "object", "description": "What deleting a project did.", "properties": {
-                    "project": {"type": "string"},
-                    "cancelled_tasks": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-                    "secrets_removed": {"type": "array", "items": {"type": "string"}},
-                    "callbacks_expired": {"type": "integer"},
-                    "tokens_revoked": {"type": "array", "items": {"type": "string"}},
-                    "tokens_narrowed": {"type": "array", "items": {"type": "string"}},
-                    "repository": {"type": "object", "properties": {
-                        "outcome": {"type": "string", "enum": ["removed", "absent", "kept", "failed"]},
-                        "path": {"type": "string"}, "reason": {"type": "string"}, "error": {"type": "string"}}}}},
-                "Task": {"type": "object", "properties": {
-                    "id": {"type": "string", "format": "uuid"}, "project": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]},
-                    "attempt": {"type": "integer"}, "spec": {"$ref": "#/components/schemas/BuildSpec"},
-                    "result": {"type": ["object", "null"]}, "error": {"type": ["string", "null"]},
-                    "attempts": {"type": "array"}, "callbacks": {"type": "array"}}},
-                "Callback": {"type": "object", "description": "POSTed to callback_url, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
-                    "properties": {"task_id": {"type": "string"}, "project_id": {"type": "string"},
-                        "status": {"type": "string", "enum": ["completed", "failed", "cancelled"]},
-                        "result": {"type": "object", "properties": {"output": {"type": "string"}, "artifacts": {"type": "object",
-                            "properties": {"commit_sha": {"type": ["string", "null"]}, "deploy_url": {"type": ["string", "null"]}}}}},
-                        "error": {"type": "string"}, "cost_usd": {"type": "number"}, "duration_ms": {"type": "integer"}}}
-            }
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/healthz": {"get": op("Liveness", "200", None)},
-            "/readyz": {"get": op("Readiness: the database answers and at least one agent provider is ready (503 no_provider_ready otherwise)", "200", None)},
-            "/metrics": {"get": metrics},
-            "/openapi.json": {"get": op("This document", "200", None)},
-            "/agents": {"get": op("Code agents, the default first, each with its state (ready, not_configured, unavailable) and, when not ready, reason and fix", "200", None)},
-            "/templates": {"get": op("Project templates", "200", None)},
-            "/templates/{name}": {"parameters": name, "get": op("One template and its variables", "200", None)},
-            "/projects": {"get": op("List projects", "200", None),
-                          "post": with_body(op("Create a project (shows its webhook secret once)", "201", Some("Project")), "Project")},
-            "/projects/{name}": {"parameters": name, "get": op("Show a project", "200", Some("Project")),
-                                 "patch": with_body(op("Change a project (JSON merge patch)", "200", Some("Project")), "Project"),
-                                 "delete": op("Delete a project: cancel its queued and running tasks, delete its secrets and signing secret, remove the repository rdev created", "200", Some("Deleted"))},
-            "/projects/{name}/webhook-secret": {"parameters": name, "post": op("Rotate the callback signing secret", "200", None)},
-            "/project/{name}/build": {"post": build},
-            "/tasks": {"get": {"summary": "List tasks, newest first", "parameters": [
-                {"name": "project", "in": "query", "schema": {"type": "string"}},
-                {"name": "status", "in": "query", "schema": {"type": "string"}},
-                {"name": "before", "in": "query", "schema": {"type": "string", "format": "uuid"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 500}}],
-                "responses": {"200": {"description": "tasks"}}}},
-            "/tasks/{id}": {"parameters": id, "get": op("A task with its attempts and callback deliveries", "200", Some("Task"))},
-            "/tasks/{id}/events": {"parameters": id, "get": events},
-            "/tasks/{id}/cancel": {"parameters": id, "post": op("Cancel a queued or running task", "200", Some("Task"))},
-            "/tasks/{id}/retry": {"parameters": id, "post": op("Queue a new task with the spec of a failed or cancelled one (202; 200 with the same retry when asked again; 409 not_retryable otherwise)", "202", None)},
-            "/secrets": {"get": op("Secret metadata (never values)", "200", None)},
-            "/secrets/{scope}/{name}": {"parameters": [
-                    {"name": "scope", "in": "path", "required": true, "schema": {"type": "string"}, "description": "global or project:<name>"},
-                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "put": {"summary": "Store a new version (write-only)", "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["value"], "properties": {"value": {"type": "string"}}}}}}, "responses": {"201": {"description": "created"}, "200": {"description": "new version"}}},
-                "delete": op("Delete every version", "200", None)}
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| finish(super::routes().into_openapi()))
+        .clone()
+}
+
+/// The document for `services`' node: its prompt and timeout limits, and the templates
+/// and providers a build may name (anything else is answered 422).
+pub fn document_for(services: &Services) -> Value {
+    let mut doc = document();
+    let limits = services.config.limits();
+    let schemas = &mut doc["components"]["schemas"];
+    let spec = &mut schemas["BuildSpec"]["properties"];
+    spec["prompt"] = json!(api_schema::prompt(limits.max_prompt_bytes));
+    spec["timeout_secs"] = json!(api_schema::timeout_secs(limits.max_timeout.as_secs()));
+    let providers: Vec<String> = services
+        .registry
+        .list()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !providers.is_empty() {
+        spec["provider"] = nullable_enum(&providers, "The agent provider (422 unknown_provider).");
+    }
+    let templates: Vec<String> = services.templates.list().map(|t| t.info().name).collect();
+    if !templates.is_empty() {
+        let t = nullable_enum(
+            &templates,
+            "A template of this server (422 unknown_template).",
+        );
+        for schema in ["BuildSpec", "CreateBody"] {
+            schemas[schema]["properties"]["template"] = t.clone();
         }
-    })
+    }
+    doc
+}
+
+/// `{"oneOf": [{"enum": values}, {"type": "null"}]}`.
+fn nullable_enum(values: &[String], description: &str) -> Value {
+    json!({"oneOf": [{"type": "string", "enum": values}, {"type": "null"}], "description": description})
+}
+
+/// Statuses every authenticated operation can answer, with their codes: no or a bad token,
+/// a token whose scope or projects do not allow the route, and a store that fails while
+/// the token is looked up.
+const AUTHENTICATED: &[(&str, &[&str])] = &[
+    ("401", &["unauthorized"]),
+    ("403", &["forbidden"]),
+    ("500", &["internal"]),
+    ("503", &["store_unavailable"]),
+];
+
+/// Statuses every operation with a JSON body can answer (`super::error`'s mapping of the
+/// body extractor's rejections).
+const JSON_BODY: &[(&str, &[&str])] = &[
+    ("400", &["invalid_json"]),
+    ("413", &["payload_too_large"]),
+    ("415", &["unsupported_media_type"]),
+    ("422", &["invalid_body"]),
+];
+
+/// The generated document completed (see the module doc).
+fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = json!(doc);
+    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    doc["security"] = json!([{"bearer": []}]);
+    add_callback_schema(&mut doc);
+    let paths = doc["paths"]
+        .as_object_mut()
+        .expect("the document has paths");
+    for (path, item) in paths.iter_mut() {
+        let public = OPEN_PATHS.contains(&path.as_str());
+        for (_, op) in item.as_object_mut().expect("a path item").iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let mut extra: Vec<(&str, &[&str])> = Vec::new();
+            if public {
+                op.insert("security".into(), json!([]));
+            } else {
+                extra.extend_from_slice(AUTHENTICATED);
+            }
+            if op.contains_key("requestBody") {
+                extra.extend_from_slice(JSON_BODY);
+                op["requestBody"]["required"] = json!(true);
+            }
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("responses");
+            for (status, codes) in extra {
+                let r = responses
+                    .entry(status)
+                    .or_insert_with(|| json!({"description": "codes:"}));
+                let d = r["description"].as_str().unwrap_or("codes:").to_owned();
+                let sep = if d.trim_end().ends_with(':') {
+                    " "
+                } else {
+                    ", "
+                };
+                r["description"] = json!(format!("{d}{sep}{}", codes.join(", ")));
+            }
+            for (_, r) in responses.iter_mut() {
+                describe_error_response(r);
+                camel_case_links(r);
+            }
+        }
+    }
+    doc
+}
+
+/// An error response as written in `#[utoipa::path]` (`description = "codes: a, b"`)
+/// gets the shared error schema, its codes listed in the description and as
+/// `x-error-codes`.
+fn describe_error_response(r: &mut Value) {
+    let Some(codes) = r["description"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("codes:"))
+    else {
+        return;
+    };
+    let mut codes: Vec<String> = codes
+        .split(',')
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    codes.dedup();
+    let listed: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+    r["description"] = json!(format!("Error codes: {}.", listed.join(", ")));
+    r["x-error-codes"] = json!(codes);
+    r["content"] = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+}
+
+/// utoipa 5 writes a link's `operationId`, `operationRef` and `requestBody` in snake case
+/// (fixed in utoipa 6, which needs a newer Rust than this workspace's).
+fn camel_case_links(response: &mut Value) {
+    let Some(links) = response.get_mut("links").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for link in links.values_mut().filter_map(Value::as_object_mut) {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(v) = link.remove(snake) {
+                link.insert(camel.to_owned(), v);
+            }
+        }
+    }
+}
+
+/// The callback body's schema as a component, and the `callbacks` of the build operation
+/// that says where it goes.
+fn add_callback_schema(doc: &mut Value) {
+    let mut refs = Vec::new();
+    rdev_core::CallbackPayload::schemas(&mut refs);
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("components");
+    for (name, schema) in refs {
+        schemas.entry(name).or_insert_with(|| json!(schema));
+    }
+    schemas.insert(
+        "CallbackPayload".into(),
+        json!(callback_schema::callback_payload_schema()),
+    );
+    let callback = json!({
+        "post": {
+            "summary": "The build's result, POSTed to callback_url when the task ends",
+            "description": "Signed per Standard Webhooks (webhook-id, webhook-timestamp, \
+                webhook-signature) with the project's webhook secret; retried with backoff \
+                until a 2xx answer. The schema is also published at /schemas/callback.json.",
+            "requestBody": {"required": true, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/CallbackPayload"}}}},
+            "responses": {"2XX": {"description": "Received; any other answer is retried."}},
+        }
+    });
+    let mut callbacks = Map::new();
+    callbacks.insert(
+        "result".into(),
+        json!({"{$request.body#/callback_url}": callback}),
+    );
+    if let Some(op) = doc["paths"]["/project/{name}/build"].get_mut("post") {
+        op["callbacks"] = Value::Object(callbacks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((method.clone(), path.clone(), op));
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn operations_have_unique_ids_and_links_reach_them() {
+        let doc = document();
+        let ids: Vec<&str> = operations(&doc)
+            .iter()
+            .map(|(m, p, op)| {
+                op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{m} {p}"))
+            })
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        let mut links = 0;
+        for (_, _, op) in operations(&doc) {
+            for r in op["responses"].as_object().unwrap().values() {
+                for link in r["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(unique.contains(target), "{target}");
+                    links += 1;
+                }
+            }
+        }
+        // project -> build and get; build (202, 200) -> task, events, cancel; retry -> task.
+        assert_eq!(links, 2 + 2 * 3 + 2);
+    }
+
+    #[test]
+    fn every_error_response_has_the_error_schema_and_its_codes() {
+        let doc = document();
+        for (m, p, op) in operations(&doc) {
+            let public = op["security"] == json!([]);
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["401", "403"] {
+                assert_eq!(responses.contains_key(status), !public, "{m} {p} {status}");
+            }
+            for (status, r) in responses {
+                if status.starts_with('2') {
+                    continue;
+                }
+                let codes = r["x-error-codes"].as_array();
+                assert!(codes.is_some_and(|c| !c.is_empty()), "{m} {p} {status}");
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{m} {p} {status}"
+                );
+            }
+        }
+    }
 }

@@ -9,55 +9,72 @@ use std::collections::BTreeMap;
 use axum::{
     extract::{rejection::JsonRejection, State},
     http::StatusCode,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
-
-use super::extract::Path;
 use rdev_core::{
-    credentials::InjectionPlan, project_model::validate_network_allow, AllowPattern, BranchName,
-    Budget, Project, ProjectName, PushProtection, RepoUrl, ValidationError,
+    api_schema, credentials::InjectionPlan, project_model::validate_network_allow,
+    validate_ci_repo, AgentProvider, AllowPattern, BranchName, Budget, Project, ProjectName,
+    PushProtection, RepoUrl, ValidationError, WoodpeckerRepo,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiError, AppState};
+use super::{
+    error::ErrorBody,
+    extract::Path,
+    project_schema::{Created, ProjectChange, ProjectList, WebhookSecret},
+    ApiError, AppState,
+};
 use crate::{
     callbacks::keys::rotate_signing_secret,
-    project_service::{create_project, delete_project, NewProject},
+    project_service::{create_project, delete_project, DeleteReport, NewProject},
 };
 
 /// Project routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/projects", get(list).post(create))
-        .route("/projects/{name}", get(show).patch(update).delete(remove))
-        .route(
-            "/projects/{name}/webhook-secret",
-            post(rotate_webhook_secret),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(rotate_webhook_secret))
 }
 
 /// The body of `POST /projects`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    #[schema(value_type = ProjectName)]
     name: String,
     /// Absent: a new bare repository is created under the configured git root.
     #[serde(default)]
+    #[schema(value_type = Option<RepoUrl>)]
     repo_url: Option<String>,
     /// Template variables; with `template`, an empty repository gets its first commit.
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    /// The branch builds push to (default `main`).
     #[serde(default)]
+    #[schema(value_type = Option<BranchName>)]
     default_branch: Option<String>,
+    /// The template a new repository is created from (422 unknown_template).
     #[serde(default)]
     template: Option<String>,
+    /// The repository's id in Woodpecker, when CI is followed.
     #[serde(default)]
+    #[schema(minimum = 1)]
     woodpecker_repo_id: Option<i64>,
+    /// The Woodpecker repository's full name (`owner/name`), instead of its id.
+    #[serde(default)]
+    #[schema(value_type = Option<WoodpeckerRepo>)]
+    woodpecker_repo: Option<String>,
+    /// How to derive the deploy URL: an http(s) URL with the placeholders `{project}`,
+    /// `{number}`, `{commit}` and `{short_commit}` only (422 invalid_field).
     #[serde(default)]
     deploy_url_pattern: Option<String>,
+    /// The agent provider builds use when the request names none.
     #[serde(default)]
+    #[schema(value_type = Option<AgentProvider>)]
     provider: Option<String>,
     /// Secrets builds receive: `{"env": [["VAR", "SECRET_NAME"]], "git_token": "NAME"}`;
     /// checked by [`validate`].
@@ -68,14 +85,18 @@ struct CreateBody {
     push_protection: PushProtection,
     /// Glob patterns of known test fixtures; checked by [`validate`].
     #[serde(default)]
+    #[schema(schema_with = api_schema::push_protection_allow)]
     push_protection_allow: Vec<String>,
     /// `host:port` the project's agents may reach through the egress proxy.
     #[serde(default)]
+    #[schema(schema_with = api_schema::network_allow)]
     network_allow: Vec<String>,
     /// The default budget of the project's builds.
     #[serde(default)]
+    #[schema(schema_with = api_schema::max_cost_usd_field)]
     max_cost_usd: Option<f64>,
     #[serde(default)]
+    #[schema(schema_with = api_schema::max_tokens_field)]
     max_tokens: Option<u64>,
 }
 
@@ -105,6 +126,7 @@ struct Fields<'a> {
     default_branch: Option<&'a str>,
     deploy_url_pattern: Option<&'a str>,
     woodpecker_repo_id: Option<i64>,
+    woodpecker_repo: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -118,6 +140,7 @@ impl<'a> Fields<'a> {
             default_branch: Some(p.default_branch.as_str()),
             deploy_url_pattern: p.deploy_url_pattern.as_deref(),
             woodpecker_repo_id: p.woodpecker_repo_id,
+            woodpecker_repo: p.woodpecker_repo.as_ref().map(|r| r.as_str()),
         }
     }
 }
@@ -127,8 +150,9 @@ impl<'a> Fields<'a> {
 /// push protection allow-list of supported patterns (`rdev_core::AllowPattern`), a valid
 /// budget and network allow-list, a usable repository URL ([`RepoUrl`]), a safe branch
 /// name ([`BranchName`]), a deploy URL pattern with known placeholders and a positive
-/// Woodpecker id. Returns the repository URL and branch parsed (when given).
-fn validate(f: Fields<'_>) -> Result<(Option<RepoUrl>, Option<BranchName>), ApiError> {
+/// Woodpecker id or a Woodpecker repository name, not both. Returns the repository URL,
+/// branch and Woodpecker name parsed (when given).
+fn validate(f: Fields<'_>) -> Result<Parsed, ApiError> {
     f.secrets.validate().map_err(|e| invalid(&e))?;
     AllowPattern::parse_all(f.push_protection_allow).map_err(|e| invalid(&e))?;
     f.budget.validate().map_err(|e| invalid(&e))?;
@@ -147,13 +171,13 @@ fn validate(f: Fields<'_>) -> Result<(Option<RepoUrl>, Option<BranchName>), ApiE
         crate::woodpecker::validate_deploy_url_pattern(pattern)
             .map_err(|e| field("deploy_url_pattern", e.to_string()))?;
     }
-    if let Some(id) = f.woodpecker_repo_id {
-        if id <= 0 {
-            return Err(field("woodpecker_repo_id", "must be a positive id"));
-        }
-    }
-    Ok((repo_url, branch))
+    let woodpecker_repo =
+        validate_ci_repo(f.woodpecker_repo_id, f.woodpecker_repo).map_err(|e| invalid(&e))?;
+    Ok((repo_url, branch, woodpecker_repo))
 }
+
+/// What [`validate`] parsed: the repository URL, branch and Woodpecker repository name.
+type Parsed = (Option<RepoUrl>, Option<BranchName>, Option<WoodpeckerRepo>);
 
 /// Parses the body of `POST /projects`; a 422 names the first bad field.
 fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
@@ -162,7 +186,7 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         .provider
         .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
         .transpose()?;
-    let (repo_url, default_branch) = validate(Fields {
+    let (repo_url, default_branch, woodpecker_repo) = validate(Fields {
         secrets: &body.secrets,
         push_protection_allow: &body.push_protection_allow,
         budget: Budget {
@@ -174,6 +198,7 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         default_branch: body.default_branch.as_deref(),
         deploy_url_pattern: body.deploy_url_pattern.as_deref(),
         woodpecker_repo_id: body.woodpecker_repo_id,
+        woodpecker_repo: body.woodpecker_repo.as_deref(),
     })?;
     Ok(NewProject {
         name,
@@ -182,6 +207,7 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         template: body.template,
         variables: body.variables,
         woodpecker_repo_id: body.woodpecker_repo_id,
+        woodpecker_repo,
         deploy_url_pattern: body.deploy_url_pattern,
         provider,
         secrets: body.secrets,
@@ -197,53 +223,109 @@ fn to_json(p: &Project) -> Value {
     json!(p)
 }
 
+/// Creates a project: its row, then the repository (a new bare one unless `repo_url` is
+/// given), the template's first commit and the callback signing secret, all undone if a
+/// step fails. The signing secret is shown once.
+#[utoipa::path(post, path = "/projects", operation_id = "create_project", tag = "projects",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created.", body = Created, links(
+            ("build" = (operation_id = "build", parameters(("name" = "$response.body#/name")))),
+            ("project" = (operation_id = "get_project", parameters(("name" = "$response.body#/name")))),
+        )),
+        (status = 409, description = "codes: conflict, repository_exists", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name, invalid_provider, \
+            invalid_field, reserved_env_name, reserved_secret_name, unknown_template, \
+            unknown_variable, missing_variable, invalid_variable, secret_in_commit", body = ErrorBody),
+        (status = 502, description = "codes: git_failed, git_timeout, git_unavailable, \
+            git_io_error, git_parse_error, template_escape, undeclared_placeholder, \
+            invalid_template, template_io", body = ErrorBody),
+        (status = 503, description = "codes: master_key_mismatch, master_key_invalid, \
+            master_key_file_insecure, master_key_file_error", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let Json(body) = body?;
     let created = create_project(&state, parse_new(body)?, "api").await?;
-    let mut out = to_json(&created.project);
-    out["initial_commit"] = json!(created.initial_commit);
-    // Shown once: callbacks are signed with it (Standard Webhooks).
-    out["webhook_secret"] = json!(created.webhook_secret.expose());
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            project: created.project,
+            initial_commit: created.initial_commit,
+            // Shown once: callbacks are signed with it (Standard Webhooks).
+            webhook_secret: created.webhook_secret.expose().to_owned(),
+        }),
+    ))
 }
 
 /// Replaces the project's callback signing secret and shows the new one once.
+#[utoipa::path(post, path = "/projects/{name}/webhook-secret", operation_id = "rotate_webhook_secret",
+    tag = "projects", params(("name" = ProjectName, Path, description = "The project.")),
+    responses(
+        (status = 200, description = "The new signing secret, shown once.", body = WebhookSecret),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name", body = ErrorBody),
+        (status = 503, description = "codes: master_key_mismatch, master_key_invalid, \
+            master_key_file_insecure, master_key_file_error", body = ErrorBody),
+    ))]
 async fn rotate_webhook_secret(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookSecret>, ApiError> {
     let name = parse_name(&name)?;
     state.store.get_project(&name).await?;
     let secret = rotate_signing_secret(&state.secrets, &name, "api")
         .await
         .map_err(|e| ApiError::from_code(StatusCode::SERVICE_UNAVAILABLE, &e))?;
-    Ok(Json(
-        json!({"project": name, "webhook_secret": secret.expose()}),
-    ))
+    Ok(Json(WebhookSecret {
+        project: name,
+        webhook_secret: secret.expose().to_owned(),
+    }))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every project.
+#[utoipa::path(get, path = "/projects", operation_id = "list_projects", tag = "projects",
+    responses((status = 200, description = "The projects.", body = ProjectList)))]
+async fn list(State(state): State<AppState>) -> Result<Json<ProjectList>, ApiError> {
     let projects = state.store.list_projects().await?;
-    Ok(Json(json!({"projects": projects})))
+    Ok(Json(ProjectList { projects }))
 }
 
+/// One project.
+#[utoipa::path(get, path = "/projects/{name}", operation_id = "get_project", tag = "projects",
+    params(("name" = ProjectName, Path, description = "The project.")),
+    responses(
+        (status = 200, description = "The project.", body = Project),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Project>, ApiError> {
     let name = parse_name(&name)?;
-    Ok(Json(to_json(&state.store.get_project(&name).await?)))
+    Ok(Json(state.store.get_project(&name).await?))
 }
 
 /// `PATCH` is a JSON merge patch (RFC 7396) of the project's fields; `name` cannot change.
+#[utoipa::path(patch, path = "/projects/{name}", operation_id = "update_project", tag = "projects",
+    params(("name" = ProjectName, Path, description = "The project.")),
+    request_body(content = ProjectChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The changed project.", body = Project),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 409, description = "codes: conflict", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name, unknown_field, \
+            invalid_field, invalid_provider, reserved_env_name, reserved_secret_name, \
+            unknown_template", body = ErrorBody),
+    ))]
 async fn update(
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Project>, ApiError> {
     let Json(patch) = body?;
     let name = parse_name(&name)?;
     let Value::Object(patch) = patch else {
@@ -281,21 +363,29 @@ async fn update(
             e.to_string(),
         )
     })?;
-    let (repo_url, branch) = validate(Fields::of(&updated))?;
+    let (repo_url, branch, woodpecker_repo) = validate(Fields::of(&updated))?;
     updated.repo_url = repo_url.unwrap_or(updated.repo_url);
     updated.default_branch = branch.unwrap_or(updated.default_branch);
+    updated.woodpecker_repo = woodpecker_repo;
     super::check_template(&state, updated.template.as_deref())?;
     state.store.update_project(&updated).await?;
-    Ok(Json(to_json(&updated)))
+    Ok(Json(updated))
 }
 
 /// Deletes the project completely (see [`delete_project`]) and answers with what was done,
 /// including a repository that could not be removed.
+#[utoipa::path(delete, path = "/projects/{name}", operation_id = "delete_project", tag = "projects",
+    params(("name" = ProjectName, Path, description = "The project.")),
+    responses(
+        (status = 200, description = "What was deleted.", body = DeleteReport),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 409, description = "codes: conflict", body = ErrorBody),
+        (status = 422, description = "codes: invalid_project_name", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeleteReport>, ApiError> {
     let name = parse_name(&name)?;
-    let report = delete_project(&state, &name, "api").await?;
-    Ok(Json(json!(report)))
+    Ok(Json(delete_project(&state, &name, "api").await?))
 }

@@ -9,35 +9,71 @@
 use axum::{
     extract::{rejection::JsonRejection, State},
     http::StatusCode,
-    routing::{get, put},
-    Json, Router,
+    Json,
 };
-
-use super::extract::{Path, Query};
 use rdev_core::{SecretMeta, SecretName, SecretScope, SecretString};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{error::secret_error, ApiError, AppState};
+use super::{
+    error::{secret_error, ErrorBody},
+    extract::{Path, Query},
+    ApiError, AppState,
+};
+use crate::secrets::MAX_SECRET_BYTES;
 
 /// Who the audit log names for API calls.
 const API_ACTOR: &str = "api";
 
 /// The secrets routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/secrets", get(list))
-        .route("/secrets/{scope}/{name}", put(set).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(set, remove))
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /secrets/{scope}/{name}`.
+#[derive(Deserialize, ToSchema)]
 struct PutBody {
+    /// The value: 1 to 65536 bytes, no NUL (422 invalid_secret_value). Write-only.
+    #[schema(schema_with = secret_value)]
     value: SecretString,
 }
 
-#[derive(Deserialize)]
+/// A secret value as the credential store takes it.
+fn secret_value() -> utoipa::openapi::Object {
+    let mut s = rdev_core::api_schema::string(
+        "^[^\\u0000]*$",
+        1,
+        MAX_SECRET_BYTES,
+        "The secret's value: 1 to 65536 bytes without a NUL (422 invalid_secret_value).",
+    );
+    s.write_only = Some(true);
+    s
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only the secrets of this scope.
+    #[param(value_type = Option<SecretScope>)]
     scope: Option<String>,
+}
+
+/// The secrets' metadata.
+#[derive(Debug, Serialize, ToSchema)]
+struct SecretList {
+    secrets: Vec<SecretMeta>,
+}
+
+/// What deleting a secret did.
+#[derive(Debug, Serialize, ToSchema)]
+struct SecretDeleted {
+    scope: SecretScope,
+    name: SecretName,
+    /// How many versions were deleted.
+    deleted_versions: u64,
 }
 
 fn parse(scope: &str, name: &str) -> Result<(SecretScope, SecretName), ApiError> {
@@ -48,21 +84,28 @@ fn parse(scope: &str, name: &str) -> Result<(SecretScope, SecretName), ApiError>
     ))
 }
 
-fn meta_json(m: &SecretMeta) -> Value {
-    json!({
-        "scope": m.scope,
-        "name": m.name,
-        "version": m.version,
-        "created_at": m.created_at,
-        "last_used_at": m.last_used_at,
-    })
-}
-
+/// Stores a new version of a secret (write-only: no response carries a value).
+#[utoipa::path(put, path = "/secrets/{scope}/{name}", operation_id = "set_secret", tag = "secrets",
+    params(
+        ("scope" = SecretScope, Path, description = "`global`, `gateway` or `project:<name>`."),
+        ("name" = SecretName, Path, description = "The secret's name."),
+    ),
+    request_body = PutBody,
+    responses(
+        (status = 201, description = "The first version was stored.", body = SecretMeta),
+        (status = 200, description = "A new version was stored.", body = SecretMeta),
+        (status = 400, description = "codes: invalid_field, invalid_project_name", body = ErrorBody),
+        (status = 403, description = "codes: reserved_secret_name", body = ErrorBody),
+        (status = 404, description = "codes: not_found", body = ErrorBody),
+        (status = 409, description = "codes: conflict", body = ErrorBody),
+        (status = 422, description = "codes: invalid_secret_value", body = ErrorBody),
+        (status = 503, description = "codes: master_key_mismatch, master_key_invalid, master_key_file_insecure, master_key_file_error", body = ErrorBody),
+    ))]
 async fn set(
     State(state): State<AppState>,
     Path((scope, name)): Path<(String, String)>,
     body: Result<Json<PutBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SecretMeta>), ApiError> {
     let (scope, name) = parse(&scope, &name)?;
     // The rejection text may quote the body (and so the value): answer a fixed message.
     let Json(body) = body.map_err(|r| {
@@ -83,13 +126,21 @@ async fn set(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(meta_json(&meta))))
+    Ok((status, Json(meta)))
 }
 
+/// Secret metadata, never values (the callback signing secrets are not listed).
+#[utoipa::path(get, path = "/secrets", operation_id = "list_secrets", tag = "secrets",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The secrets.", body = SecretList),
+        (status = 400, description = "codes: invalid_field, invalid_project_name, invalid_query", body = ErrorBody),
+        (status = 503, description = "codes: master_key_mismatch, master_key_invalid, master_key_file_insecure, master_key_file_error", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretList>, ApiError> {
     let scope = q
         .scope
         .as_deref()
@@ -101,21 +152,36 @@ async fn list(
         .list(scope.as_ref())
         .await
         .map_err(secret_error)?;
-    let items: Vec<Value> = metas.iter().map(meta_json).collect();
-    Ok(Json(json!({ "secrets": items })))
+    Ok(Json(SecretList { secrets: metas }))
 }
 
+/// Deletes every version of a secret.
+#[utoipa::path(delete, path = "/secrets/{scope}/{name}", operation_id = "delete_secret", tag = "secrets",
+    params(
+        ("scope" = SecretScope, Path, description = "`global`, `gateway` or `project:<name>`."),
+        ("name" = SecretName, Path, description = "The secret's name."),
+    ),
+    responses(
+        (status = 200, description = "Deleted.", body = SecretDeleted),
+        (status = 400, description = "codes: invalid_field, invalid_project_name", body = ErrorBody),
+        (status = 403, description = "codes: reserved_secret_name", body = ErrorBody),
+        (status = 404, description = "codes: secret_not_found, not_found", body = ErrorBody),
+        (status = 409, description = "codes: conflict", body = ErrorBody),
+        (status = 503, description = "codes: master_key_mismatch, master_key_invalid, master_key_file_insecure, master_key_file_error", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Path((scope, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretDeleted>, ApiError> {
     let (scope, name) = parse(&scope, &name)?;
     let n = state
         .secrets
         .remove(&scope, &name, API_ACTOR)
         .await
         .map_err(secret_error)?;
-    Ok(Json(
-        json!({"scope": scope, "name": name, "deleted_versions": n}),
-    ))
+    Ok(Json(SecretDeleted {
+        scope,
+        name,
+        deleted_versions: n,
+    }))
 }

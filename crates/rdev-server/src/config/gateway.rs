@@ -1,8 +1,9 @@
 //! `[gateway]`: rdev's model gateway (docs/gateway.md) — the upstreams model calls go to
 //! and where their keys come from, the price table, the server-wide budget cap, failover
 //! timing, the egress proxy's name overrides, and the relay binary sandboxes start. This
-//! module describes and resolves settings (reading the keys from the environment); it
-//! starts nothing.
+//! module describes and resolves settings (reading keys given by environment variable; a
+//! key in the credential store is only named here, and read by the gateway when it
+//! forwards); it starts nothing.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use rdev_core::{Budget, ModelPrice, PriceTable, SecretString};
+use rdev_core::{Budget, ModelPrice, PriceTable, SecretName, SecretString};
 use serde::Deserialize;
 
 use super::{Config, ConfigError};
@@ -89,6 +90,11 @@ pub struct UpstreamConfig {
     /// The environment variable of rdev's process holding this upstream's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The credential-store secret holding this upstream's API key, in the `gateway` scope
+    /// (`rdev secret set gateway NAME`), which no build can read. Read when a call is
+    /// forwarded, so a new version takes effect without a restart. Not with `api_key_env`.
+    #[serde(default)]
+    pub api_key_secret: Option<String>,
     /// How the key is sent: `api_key` (`x-api-key`, Anthropic's API) or `bearer`
     /// (`Authorization: Bearer`, what `ANTHROPIC_AUTH_TOKEN` means to Claude Code).
     #[serde(default)]
@@ -109,8 +115,11 @@ pub enum UpstreamAuth {
 pub struct Upstream {
     pub name: String,
     pub base_url: url::Url,
-    /// `None`: calls go without a key (a local model server that needs none).
+    /// The key read from the environment. `None` and no `api_key_secret`: calls go
+    /// without a key (a local model server that needs none).
     pub api_key: Option<SecretString>,
+    /// The `gateway`-scope secret holding the key, read by the gateway when it forwards.
+    pub api_key_secret: Option<SecretName>,
     pub auth: UpstreamAuth,
 }
 
@@ -146,6 +155,19 @@ fn parse_url(name: &str, url: &str) -> Result<url::Url, ConfigError> {
         )));
     }
     Ok(parsed)
+}
+
+/// An upstream's `api_key_secret`, checked: a secret name, not reserved, and not given
+/// together with `api_key_env`.
+fn upstream_secret(upstream: &str, name: &str, has_env: bool) -> Result<SecretName, ConfigError> {
+    if has_env {
+        return Err(ConfigError(format!(
+            "gateway upstream {upstream}: give api_key_env or api_key_secret, not both"
+        )));
+    }
+    SecretName::parse(name)
+        .and_then(|n| n.check_not_reserved().map(|()| n))
+        .map_err(|e| ConfigError(format!("gateway upstream {upstream}: api_key_secret: {e}")))
 }
 
 impl Config {
@@ -193,6 +215,7 @@ impl Config {
                 name: "default".into(),
                 base_url: parse_url("default", &base)?,
                 api_key: api_key.map(SecretString::new),
+                api_key_secret: None,
                 auth,
             }]
         } else {
@@ -215,10 +238,16 @@ impl Config {
                         })?),
                         None => None,
                     };
+                    let api_key_secret = u
+                        .api_key_secret
+                        .as_deref()
+                        .map(|n| upstream_secret(&u.name, n, api_key.is_some()))
+                        .transpose()?;
                     Ok(Upstream {
                         name: u.name.clone(),
                         base_url: parse_url(&u.name, &u.base_url)?,
                         api_key,
+                        api_key_secret,
                         auth: u.auth,
                     })
                 })
@@ -315,12 +344,14 @@ mod tests {
                 name: "primary".into(),
                 base_url: "https://a.example".into(),
                 api_key_env: Some("KEY_A".into()),
+                api_key_secret: None,
                 auth: UpstreamAuth::ApiKey,
             },
             UpstreamConfig {
                 name: "backup".into(),
                 base_url: "http://127.0.0.1:8".into(),
                 api_key_env: None,
+                api_key_secret: None,
                 auth: UpstreamAuth::Bearer,
             },
         ];
@@ -333,6 +364,37 @@ mod tests {
         assert!(err.contains("KEY_A is not set"), "{err}");
         c.gateway.upstreams[1].name = "primary".into();
         assert!(c.gateway_settings_from(|_| Some("k".into())).is_err());
+    }
+
+    #[test]
+    fn an_upstream_key_may_be_a_gateway_secret_named_but_not_read_here() {
+        let mut c = Config::default();
+        let toml = r#"
+            [[gateway.upstreams]]
+            name = "primary"
+            base_url = "https://a.example"
+            api_key_secret = "ANTHROPIC_KEY"
+        "#;
+        c.gateway = toml::from_str::<toml::Table>(toml).unwrap()["gateway"]
+            .clone()
+            .try_into()
+            .unwrap();
+        let s = c.gateway_settings_from(|_| None).unwrap();
+        let u = &s.upstreams[0];
+        assert!(u.api_key.is_none());
+        assert_eq!(u.api_key_secret.as_ref().unwrap().as_str(), "ANTHROPIC_KEY");
+        let refused = |c: &Config| c.gateway_settings_from(|_| Some("k".into())).unwrap_err();
+        c.gateway.upstreams[0].api_key_env = Some("KEY".into());
+        assert!(
+            refused(&c).to_string().contains("not both"),
+            "{}",
+            refused(&c)
+        );
+        c.gateway.upstreams[0].api_key_env = None;
+        for bad in ["no-dashes", "RDEV_WEBHOOK_SECRET"] {
+            c.gateway.upstreams[0].api_key_secret = Some(bad.into());
+            assert!(refused(&c).to_string().contains("api_key_secret"), "{bad}");
+        }
     }
 
     #[test]

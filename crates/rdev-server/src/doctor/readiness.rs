@@ -17,7 +17,7 @@ use super::credentials::{model_credentials, Credentials};
 use crate::config::Config;
 
 /// One provider's readiness.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ProviderState {
     /// Builds can run.

@@ -1,7 +1,7 @@
 //! The Messages API handler: find the call's grant by its token, reserve its worst case
 //! against the budget, send it upstream ([`super::upstream`]), and stream the answer back
-//! byte for byte while a copy of every chunk goes to a side task that reads the usage
-//! ([`super::meter`]) and settles the call when the response ends, however it ends.
+//! byte for byte while every chunk is read for usage as it passes ([`super::meter`]); the
+//! call is settled when the response ends, however it ends.
 //! Errors rdev itself answers with have the Anthropic error shape.
 
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -177,6 +176,7 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
     let answer = upstream::send(
         &gw.inner.http,
         &settings.upstreams,
+        &gw.inner.keys,
         gw.timing(),
         call,
         |f| gw.failed_over(&grant, f),
@@ -205,7 +205,7 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
 }
 
 /// The upstream's response as the agent's: same status, headers (but hop-by-hop ones) and
-/// body bytes; a metered call's chunks are copied to the side reader that settles it.
+/// body bytes; a metered call's chunks are read for usage as they pass ([`Metering`]).
 fn respond(
     gw: &Gateway,
     upstream: reqwest::Response,
@@ -225,16 +225,18 @@ fn respond(
     let body = match reservation {
         None => Body::from_stream(stream),
         Some(reservation) => {
-            let (tx, rx) = futures::channel::mpsc::unbounded::<Bytes>();
-            let gw = gw.clone();
-            tokio::spawn(async move {
-                let reported = meter::read_side(rx, sse).await;
-                gw.settle(reservation, &requested_model, status.is_success(), reported)
-                    .await;
-            });
+            // Read on the forwarding task itself: a task woken per chunk (the first
+            // version's side reader) cost more than the reading does.
+            let mut metering = Metering {
+                gw: gw.clone(),
+                reservation: Some(reservation),
+                requested_model,
+                ok: status.is_success(),
+                meter: Some(meter::Meter::new(sse)),
+            };
             Body::from_stream(stream.map(move |chunk| {
-                if let Ok(bytes) = &chunk {
-                    let _ = tx.unbounded_send(bytes.clone());
+                if let (Ok(bytes), Some(meter)) = (&chunk, metering.meter.as_mut()) {
+                    meter.feed(bytes);
                 }
                 chunk
             }))
@@ -244,4 +246,33 @@ fn respond(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// A metered response's usage, read from its chunks as they are forwarded; settled when
+/// the body is dropped (the response finished, or either side went away), with whatever
+/// was read by then.
+struct Metering {
+    gw: Gateway,
+    reservation: Option<Reservation>,
+    requested_model: String,
+    ok: bool,
+    meter: Option<meter::Meter>,
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        let (Some(reservation), Some(meter)) = (self.reservation.take(), self.meter.take()) else {
+            return;
+        };
+        let reported = meter.finish();
+        // Dropped inside the server's runtime; at its shutdown the reservation just goes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (gw, model, ok) = (
+                self.gw.clone(),
+                std::mem::take(&mut self.requested_model),
+                self.ok,
+            );
+            runtime.spawn(async move { gw.settle(reservation, &model, ok, reported).await });
+        }
+    }
 }

@@ -1,13 +1,10 @@
 //! Usage from the upstream's own reports, read on the side of a response that is streamed
 //! to the agent unchanged: a JSON body's `usage`, or a stream's `message_start`
 //! (`message.usage`: input and cache tokens) and `message_delta` events (`usage`,
-//! cumulative: the last value counts, they are never added up). Events are parsed by
-//! `eventsource-stream`. What is read when the stream ends (finished, or cut by either
+//! cumulative: the last value counts, they are never added up). A [`Meter`] reads each
+//! chunk as it is forwarded. What is read when the stream ends (finished, or cut by either
 //! side) is what is billed. This module reads; settling is the caller's.
 
-use bytes::Bytes;
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
 use rdev_core::MeteredUsage;
 use serde_json::Value;
 
@@ -87,38 +84,166 @@ impl Reported {
     }
 }
 
-/// Reads the chunks a response was made of, as they were forwarded, until the stream of
-/// copies ends (the response finished or was dropped); returns what was reported.
-pub async fn read_side(chunks: impl Stream<Item = Bytes> + Unpin, sse: bool) -> Reported {
-    if sse {
-        let mut events = chunks
-            .map(Ok::<Bytes, std::convert::Infallible>)
-            .eventsource();
-        let mut reported = Reported::default();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => reported.event(&e.event, &e.data),
-                // A malformed stream: keep what was read; the agent sees the same bytes.
-                Err(_) => break,
+/// The longest SSE line kept while looking for usage (`message_start` and `message_delta`
+/// lines are a few hundred bytes; text deltas are skipped without being kept).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Reads a response's usage from its chunks as they are forwarded, on the forwarding task
+/// itself: no copy of a chunk, no channel, no task woken per chunk. An SSE stream is
+/// scanned line by line and only the events that can carry usage are kept and parsed
+/// (`data` lines of other named events are skipped as they pass); a JSON body is kept (up
+/// to 16 MiB; a bigger one is forwarded unmetered) and parsed at the end. Lines end with
+/// `\n` or `\r\n` (what Anthropic-style APIs send).
+#[derive(Debug)]
+pub struct Meter {
+    kind: Kind,
+    reported: Reported,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Sse(Scanner),
+    Json(Option<Vec<u8>>),
+}
+
+/// The state of an SSE scan between chunks.
+#[derive(Debug, Default)]
+struct Scanner {
+    /// The current line so far (unless `skip`).
+    line: Vec<u8>,
+    /// The rest of the current line is not needed.
+    skip: bool,
+    /// The current event's name, once its `event` field was read.
+    event: Option<String>,
+    /// The current event's data lines, joined by `\n`.
+    data: Option<Vec<u8>>,
+}
+
+impl Meter {
+    /// A meter for an SSE stream (`sse`) or a JSON body.
+    pub fn new(sse: bool) -> Self {
+        Self {
+            kind: if sse {
+                Kind::Sse(Scanner::default())
+            } else {
+                Kind::Json(Some(Vec::new()))
+            },
+            reported: Reported::default(),
+        }
+    }
+
+    /// The next chunk of the response.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.kind {
+            Kind::Sse(scanner) => scanner.feed(chunk, &mut self.reported),
+            Kind::Json(body) => {
+                let fits = body
+                    .as_ref()
+                    .is_some_and(|b| b.len() + chunk.len() <= MAX_JSON);
+                match body {
+                    Some(b) if fits => b.extend_from_slice(chunk),
+                    _ => *body = None,
+                }
             }
         }
-        reported
-    } else {
-        let mut chunks = chunks;
-        let mut body = Vec::new();
-        while let Some(chunk) = chunks.next().await {
-            if body.len() + chunk.len() > MAX_JSON {
-                return Reported::default();
-            }
-            body.extend_from_slice(&chunk);
+    }
+
+    /// What the response reported, however far it got.
+    pub fn finish(self) -> Reported {
+        match self.kind {
+            Kind::Sse(_) => self.reported,
+            Kind::Json(Some(body)) => Reported::json(&body),
+            Kind::Json(None) => Reported::default(),
         }
-        Reported::json(&body)
+    }
+}
+
+/// Whether an event of this name can carry usage.
+fn wanted(event: &str) -> bool {
+    event == "message_start" || event == "message_delta"
+}
+
+impl Scanner {
+    fn feed(&mut self, mut chunk: &[u8], reported: &mut Reported) {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            self.push(&chunk[..i]);
+            self.end_line(reported);
+            chunk = &chunk[i + 1..];
+        }
+        self.push(chunk);
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.skip || bytes.is_empty() {
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+        // The data of an event that cannot carry usage (a text delta: most of a stream's
+        // bytes) is not kept; nor is a line too long to be a usage report.
+        let unwanted_data =
+            self.line.starts_with(b"data") && self.event.as_deref().is_some_and(|e| !wanted(e));
+        if unwanted_data || self.line.len() > MAX_LINE {
+            self.skip = true;
+            self.line.clear();
+        }
+    }
+
+    fn end_line(&mut self, reported: &mut Reported) {
+        if std::mem::take(&mut self.skip) {
+            return;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            // The end of an event: dispatched when it had data, as SSE clients do.
+            let event = self.event.take();
+            if let Some(data) = self.data.take() {
+                let name = event.as_deref().unwrap_or("message");
+                if let Ok(data) = std::str::from_utf8(&data) {
+                    reported.event(name, data);
+                }
+            }
+        } else if line[0] != b':' {
+            let (field, value) = match memchr::memchr(b':', &line) {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+                }
+                None => (&line[..], &b""[..]),
+            };
+            match field {
+                b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+                b"data" => {
+                    let data = self.data.get_or_insert_with(Vec::new);
+                    if !data.is_empty() {
+                        data.push(b'\n');
+                    }
+                    data.extend_from_slice(value);
+                }
+                _ => {}
+            }
+        }
+        line.clear();
+        self.line = line;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    /// What a meter reads from `chunks`, fed one by one.
+    fn read(chunks: Vec<Bytes>, sse: bool) -> Reported {
+        let mut meter = Meter::new(sse);
+        for c in &chunks {
+            meter.feed(c);
+        }
+        meter.finish()
+    }
 
     fn sse(events: &[(&str, &str)]) -> Vec<Bytes> {
         let text: String = events
@@ -132,8 +257,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn stream_usage_takes_input_from_message_start_and_the_last_cumulative_delta() {
+    #[test]
+    fn stream_usage_takes_input_from_message_start_and_the_last_cumulative_delta() {
         let chunks = sse(&[
             (
                 "message_start",
@@ -154,7 +279,7 @@ mod tests {
             ),
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
-        let r = read_side(futures::stream::iter(chunks), true).await;
+        let r = read(chunks, true);
         assert!(r.seen);
         assert_eq!(r.model.as_deref(), Some("claude-x"));
         assert_eq!(
@@ -170,8 +295,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_cut_stream_bills_the_last_usage_seen() {
+    #[test]
+    fn a_cut_stream_bills_the_last_usage_seen() {
         let mut chunks = sse(&[
             (
                 "message_start",
@@ -189,18 +314,56 @@ mod tests {
         // The last event arrives only in part.
         let keep = chunks.len() - 3;
         chunks.truncate(keep);
-        let r = read_side(futures::stream::iter(chunks), true).await;
+        let r = read(chunks, true);
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (7, 3));
     }
 
-    #[tokio::test]
-    async fn json_usage_is_read_from_the_whole_body() {
+    #[test]
+    fn json_usage_is_read_from_the_whole_body() {
         let body = br#"{"model":"m","usage":{"input_tokens":4,"output_tokens":5}}"#;
         let chunks: Vec<Bytes> = body.chunks(5).map(Bytes::copy_from_slice).collect();
-        let r = read_side(futures::stream::iter(chunks), false).await;
+        let r = read(chunks, false);
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (4, 5));
         assert_eq!(r.model.as_deref(), Some("m"));
-        let none = read_side(futures::stream::iter(vec![Bytes::from("{}")]), false).await;
+        let none = read(vec![Bytes::from("{}")], false);
         assert!(!none.seen);
+    }
+
+    #[test]
+    fn sse_lines_end_with_lf_or_crlf_and_text_deltas_are_not_kept() {
+        let text = "x".repeat(3 * MAX_LINE);
+        let body = format!(
+            ": a comment\r\nevent: message_start\r\ndata: {{\"message\":\r\ndata: {{\"model\":\"m\",\"usage\":{{\"input_tokens\":3}}}}}}\r\n\r\n\
+             event: content_block_delta\ndata: {{\"delta\":{{\"text\":\"{text}\"}}}}\n\n\
+             data: {{\"usage\":{{\"output_tokens\":99}}}}\nevent: message_delta\n\n\
+             data: {{\"usage\":{{\"output_tokens\":1000}}}}\n\n"
+        );
+        let mut meter = Meter::new(true);
+        for chunk in body.as_bytes().chunks(4096) {
+            meter.feed(chunk);
+            if let Kind::Sse(scanner) = &meter.kind {
+                assert!(scanner.line.len() < 8192, "a text delta is not buffered");
+            }
+        }
+        let r = meter.finish();
+        assert_eq!(
+            r.model.as_deref(),
+            Some("m"),
+            "data lines are joined by a newline"
+        );
+        assert_eq!(r.usage.input_tokens, 3);
+        assert_eq!(
+            r.usage.output_tokens, 99,
+            "the event name may follow the data; an unnamed event is not a usage report"
+        );
+    }
+
+    #[test]
+    fn a_json_body_too_large_to_keep_is_not_metered() {
+        let mut meter = Meter::new(false);
+        meter.feed(br#"{"usage":{"input_tokens":4,"#);
+        meter.feed(&vec![b' '; MAX_JSON]);
+        meter.feed(br#""output_tokens":5}}"#);
+        assert!(!meter.finish().seen);
     }
 }

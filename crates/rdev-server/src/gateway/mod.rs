@@ -1,8 +1,9 @@
 //! rdev's model gateway (docs/gateway.md): every model call of an agent goes through it.
 //! It runs in-process in `rdev serve`, `rdev worker` and `rdev agent run`, listening on a
-//! Unix socket (bind-mounted into every sandbox, reached through the sandbox's relay) and
-//! on a loopback TCP port (agents run without a sandbox). It swaps the per-attempt token
-//! for the upstream's key ([`grants`]), forwards the Messages API byte for byte, streaming
+//! Unix socket (bind-mounted into every sandbox, whose relay hands the agent's connections
+//! over it: [`listener`]) and on a loopback TCP port (agents run without a sandbox). It swaps the per-attempt token
+//! for the upstream's key ([`grants`]; keys in the credential store are read as calls are
+//! forwarded: [`keys`]), forwards the Messages API byte for byte, streaming
 //! included ([`forward`]), fails over between upstreams before the first byte
 //! ([`upstream`]), meters usage from the upstream's own reports ([`meter`]) into the store
 //! and the metrics, enforces budgets, and serves the egress proxy ([`egress`]).
@@ -13,6 +14,8 @@
 pub mod egress;
 pub mod forward;
 pub mod grants;
+pub mod keys;
+pub mod listener;
 pub mod meter;
 pub mod upstream;
 
@@ -34,7 +37,7 @@ use tower::ServiceExt;
 
 pub use self::grants::{Grant, GrantSpec, GrantState, ModelSpend, Spend};
 use self::{grants::Grants, meter::Reported, upstream::Failover};
-use crate::{config::GatewaySettings, metrics::Metrics};
+use crate::{config::GatewaySettings, metrics::Metrics, secrets::SecretService};
 
 /// A running gateway; cheap to clone.
 #[derive(Debug, Clone)]
@@ -47,6 +50,7 @@ struct Inner {
     settings: GatewaySettings,
     http: reqwest::Client,
     grants: Arc<Grants>,
+    keys: keys::UpstreamKeys,
     store: Option<Arc<dyn Store>>,
     metrics: Metrics,
     /// Holds the Unix socket; removed with the gateway.
@@ -61,11 +65,14 @@ impl Gateway {
     /// Binds the Unix socket (in a private directory under the system's temporary
     /// directory) and the loopback TCP listener, and serves both until [`Self::stop`]
     /// (after the workers: agents finishing in the shutdown grace still need the model).
-    /// `store`: where usage and events of tasks go (`None` for `rdev agent run`).
+    /// `store`: where usage and events of tasks go (`None` for `rdev agent run`);
+    /// `secrets`: where upstream keys given as `api_key_secret` are read (`None`: such an
+    /// upstream is skipped, its key unreadable).
     pub async fn start(
         settings: GatewaySettings,
         store: Option<Arc<dyn Store>>,
         metrics: Metrics,
+        secrets: Option<Arc<SecretService>>,
     ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let http = reqwest::Client::builder()
@@ -91,6 +98,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 http,
                 grants: Arc::new(Grants::default()),
+                keys: keys::UpstreamKeys::new(secrets),
                 store,
                 metrics,
                 _socket_dir: dir,
@@ -102,6 +110,7 @@ impl Gateway {
             }),
         };
         let app = gateway.router();
+        let unix = listener::GatewayListener::new(unix, shutdown.clone());
         tokio::spawn(serve(app.clone(), Listener::Unix(unix), shutdown.clone()));
         tokio::spawn(serve(app, Listener::Tcp(tcp), shutdown));
         tracing::info!(
@@ -283,7 +292,7 @@ impl Gateway {
 }
 
 enum Listener {
-    Unix(UnixListener),
+    Unix(listener::GatewayListener),
     Tcp(TcpListener),
 }
 

@@ -1,7 +1,7 @@
 //! Sending one model call to the configured upstreams in order, with the real key in place
-//! of the agent's token. An upstream that refuses the connection, does not answer within
-//! the first-byte timeout, or answers 5xx/529 is skipped for the next one, for this call
-//! only; a 429 is retried once on the same upstream after its `retry-after` (when that is
+//! of the agent's token ([`super::keys`]). An upstream whose key cannot be read, that
+//! refuses the connection, does not answer within the first-byte timeout, or answers
+//! 5xx/529 is skipped for the next one, for this call only; a 429 is retried once on the same upstream after its `retry-after` (when that is
 //! short enough) before moving on. All of this happens before the first byte reaches the
 //! agent: once a response is handed back, it is streamed as it is, never switched. The last
 //! upstream's answer, whatever it is, goes to the agent. Each skip is reported to the
@@ -12,8 +12,9 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap, HeaderName, Method};
 use bytes::Bytes;
 
-use rdev_core::error::error_chain;
+use rdev_core::{error::error_chain, SecretString};
 
+use super::keys::UpstreamKeys;
 use crate::config::{Upstream, UpstreamAuth};
 
 /// Request headers never forwarded upstream: hop-by-hop headers, the agent's credential
@@ -45,7 +46,7 @@ pub const DROP_RESPONSE: &[HeaderName] = &[
 pub struct Failover {
     pub from: String,
     pub to: String,
-    /// `connect`, `timeout`, `status_5xx`, `status_529` or `rate_limited`.
+    /// `key`, `connect`, `timeout`, `status_5xx`, `status_529` or `rate_limited`.
     pub reason: &'static str,
     /// A short description (the status or the error).
     pub detail: String,
@@ -97,6 +98,7 @@ fn url(upstream: &Upstream, path_and_query: &str) -> String {
 fn request(
     http: &reqwest::Client,
     upstream: &Upstream,
+    key: Option<&SecretString>,
     call: &Call<'_>,
 ) -> reqwest::RequestBuilder {
     let mut headers = call.headers.clone();
@@ -104,7 +106,7 @@ fn request(
         headers.remove(h);
     }
     headers.remove("x-api-key");
-    if let Some(key) = &upstream.api_key {
+    if let Some(key) = key {
         let (name, value) = match upstream.auth {
             UpstreamAuth::ApiKey => (
                 HeaderName::from_static("x-api-key"),
@@ -131,11 +133,12 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
-/// Sends `call` to `upstreams` in order (see the module docs); `failover` hears of every
-/// skipped upstream before the next one is tried.
+/// Sends `call` to `upstreams` in order, each with its key from `keys` (see the module
+/// docs); `failover` hears of every skipped upstream before the next one is tried.
 pub async fn send(
     http: &reqwest::Client,
     upstreams: &[Upstream],
+    keys: &UpstreamKeys,
     timing: Timing,
     call: Call<'_>,
     mut failover: impl FnMut(Failover),
@@ -149,46 +152,50 @@ pub async fn send(
     for (i, upstream) in upstreams.iter().enumerate() {
         let next = upstreams.get(i + 1);
         let mut retried = false;
-        let skip = loop {
-            let sent = tokio::time::timeout(timeout, request(http, upstream, &call).send()).await;
-            let response = match sent {
-                Err(_) => {
-                    break ("timeout", format!("no response within {timeout:?}"), true);
-                }
-                Ok(Err(e)) => {
-                    let timed_out = e.is_timeout();
-                    break (
-                        if timed_out { "timeout" } else { "connect" },
-                        error_chain(&e),
-                        timed_out,
-                    );
-                }
-                Ok(Ok(r)) => r,
-            };
-            let status = response.status().as_u16();
-            if status == 429 && !retried {
-                if let Some(wait) = retry_after(response.headers()) {
-                    if wait <= timing.retry_after_max {
-                        retried = true;
-                        drop(response);
-                        tokio::time::sleep(wait).await;
-                        continue;
+        let skip = match keys.key(upstream).await {
+            Err(e) => ("key", e.to_string(), false),
+            Ok(key) => loop {
+                let sent = request(http, upstream, key.as_ref(), &call).send();
+                let sent = tokio::time::timeout(timeout, sent).await;
+                let response = match sent {
+                    Err(_) => {
+                        break ("timeout", format!("no response within {timeout:?}"), true);
+                    }
+                    Ok(Err(e)) => {
+                        let timed_out = e.is_timeout();
+                        break (
+                            if timed_out { "timeout" } else { "connect" },
+                            error_chain(&e),
+                            timed_out,
+                        );
+                    }
+                    Ok(Ok(r)) => r,
+                };
+                let status = response.status().as_u16();
+                if status == 429 && !retried {
+                    if let Some(wait) = retry_after(response.headers()) {
+                        if wait <= timing.retry_after_max {
+                            retried = true;
+                            drop(response);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                     }
                 }
-            }
-            let reason = match status {
-                529 => "status_529",
-                500..=599 => "status_5xx",
-                429 => "rate_limited",
-                _ => "",
-            };
-            if reason.is_empty() || next.is_none() {
-                return Ok(Answer {
-                    response,
-                    upstream: upstream.name.clone(),
-                });
-            }
-            break (reason, format!("HTTP {status}"), false);
+                let reason = match status {
+                    529 => "status_529",
+                    500..=599 => "status_5xx",
+                    429 => "rate_limited",
+                    _ => "",
+                };
+                if reason.is_empty() || next.is_none() {
+                    return Ok(Answer {
+                        response,
+                        upstream: upstream.name.clone(),
+                    });
+                }
+                break (reason, format!("HTTP {status}"), false);
+            },
         };
         let (reason, detail, timed_out) = skip;
         match next {

@@ -109,8 +109,18 @@ impl Workspace {
         &self,
         task: TaskId,
     ) -> Result<Option<String>, GitError> {
-        let remote_ref = format!("refs/rdev/remote/{}", self.branch);
-        let refspec = format!("+refs/heads/{}:{remote_ref}", self.branch);
+        self.find_task_commit_on(task, &self.branch).await
+    }
+
+    /// [`Self::find_task_commit_on_remote`] on the remote branch `branch` (a task's own
+    /// branch, say); a branch the remote does not have holds nothing.
+    pub async fn find_task_commit_on(
+        &self,
+        task: TaskId,
+        branch: &str,
+    ) -> Result<Option<String>, GitError> {
+        let remote_ref = format!("refs/rdev/remote/{branch}");
+        let refspec = format!("+refs/heads/{branch}:{remote_ref}");
         let fetched = self
             .git()
             .run(&[
@@ -146,7 +156,13 @@ impl Workspace {
 
     /// Pushes HEAD to the remote branch (fast-forward only).
     pub async fn push(&self) -> Result<(), GitError> {
-        let refspec = format!("HEAD:refs/heads/{}", self.branch);
+        self.push_to(&self.branch).await
+    }
+
+    /// Pushes HEAD to the remote branch `branch` (fast-forward only, so a branch of that
+    /// name is created or moved forward, never rewritten).
+    pub async fn push_to(&self, branch: &str) -> Result<(), GitError> {
+        let refspec = format!("HEAD:refs/heads/{branch}");
         self.git()
             .run(&[
                 "push",
@@ -158,8 +174,11 @@ impl Workspace {
                 &refspec,
             ])
             .await?;
-        self.owner
-            .rewarm_in_background(&self.project, &self.repo_url, &self.branch, &self.env);
+        // The mirror follows the checkout's branch only.
+        if branch == self.branch {
+            self.owner
+                .rewarm_in_background(&self.project, &self.repo_url, &self.branch, &self.env);
+        }
         Ok(())
     }
 }
@@ -182,7 +201,7 @@ mod tests {
     use std::{os::unix::fs::PermissionsExt, path::Path};
 
     use super::*;
-    use crate::git::fixtures::{git_on, World};
+    use crate::git::fixtures::{git_on, rev, World};
 
     /// Writes `file` into the worktree and commits everything as `message` for `task`.
     async fn commit_file(ws: &Workspace, file: &str, message: &str, task: TaskId) -> String {
@@ -227,6 +246,27 @@ mod tests {
             None
         );
         world.workspaces.remove(ws2);
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_task_branch_leaves_the_default_branch_alone() {
+        let world = World::new(true).await;
+        let task = TaskId::new();
+        let ws = world.checkout("site", task, &GitEnv::default()).await;
+        let main = world.remote_head().await;
+        let branch = format!("rdev/{task}");
+        assert_eq!(ws.find_task_commit_on(task, &branch).await.unwrap(), None);
+        let sha = commit_file(&ws, "work.txt", "Work", task).await;
+        ws.push_to(&branch).await.unwrap();
+        assert_eq!(world.remote_head().await, main, "main did not move");
+        let remote = Path::new(&world.remote);
+        assert_eq!(rev(remote, &format!("refs/heads/{branch}")).await, sha);
+        assert_eq!(
+            ws.find_task_commit_on(task, &branch).await.unwrap(),
+            Some(sha)
+        );
+        assert_eq!(ws.find_task_commit_on_remote(task).await.unwrap(), None);
+        world.workspaces.remove(ws);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use rdev_core::{
     credentials::InjectionPlan, AgentProvider, BranchName, ErrorCode, Project, ProjectName,
-    PushProtection, RepoUrl, SecretString, StoreError, ValidationError,
+    PushProtection, RepoUrl, SecretString, StoreError, ValidationError, WoodpeckerRepo,
 };
 
 use super::init::{initialise_repository, InitError};
@@ -39,6 +39,7 @@ pub struct NewProject {
     /// when variables are given, gets its first commit (if its branch has none yet).
     pub variables: BTreeMap<String, String>,
     pub woodpecker_repo_id: Option<i64>,
+    pub woodpecker_repo: Option<WoodpeckerRepo>,
     pub deploy_url_pattern: Option<String>,
     pub provider: Option<AgentProvider>,
     pub secrets: InjectionPlan,
@@ -150,6 +151,7 @@ pub async fn create_project(
         template,
         variables,
         woodpecker_repo_id,
+        woodpecker_repo,
         deploy_url_pattern,
         provider,
         secrets,
@@ -180,6 +182,7 @@ pub async fn create_project(
         default_branch,
         template,
         woodpecker_repo_id,
+        woodpecker_repo,
         deploy_url_pattern,
         provider,
         secrets,

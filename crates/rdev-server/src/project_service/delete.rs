@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::services::Services;
 
 /// What became of a deleted project's repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RepositoryOutcome {
     /// rdev had created it; it is gone.
@@ -26,7 +26,7 @@ pub enum RepositoryOutcome {
 }
 
 /// What deleting a project did: the answer of `DELETE /projects/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeleteReport {
     pub project: ProjectName,
     /// Queued and running tasks now cancelled.
@@ -47,8 +47,9 @@ pub struct DeleteReport {
 /// expired, secrets deleted, row gone); if it fails, nothing changed. Then, outside it:
 /// the cancelled attempts running on this node stop at once (other nodes' workers find
 /// their lease lost at the next heartbeat, as for `POST /tasks/{id}/cancel`), the mirror
-/// and spare clones go, and the bare repository rdev created is removed. A failure there
-/// is logged and reported, never undone into a half-deleted project.
+/// and spare clones go, so do the agent sessions this node kept for the project (the
+/// store's rows went with the project), and the bare repository rdev created is removed.
+/// A failure there is logged and reported, never undone into a half-deleted project.
 pub async fn delete_project(
     services: &Services,
     name: &ProjectName,
@@ -67,6 +68,7 @@ pub async fn delete_project(
         services.running.cancel(*id);
     }
     services.git.forget(name).await;
+    crate::sessions::forget(&services.config.data_dir, name).await;
     let repository = remove_created_repo(store, &project, &services.config.git_root()).await;
     tracing::info!(
         project = %name,

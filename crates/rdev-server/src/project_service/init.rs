@@ -124,6 +124,7 @@ mod tests {
             default_branch: BranchName::default(),
             template: Some("static-site".into()),
             woodpecker_repo_id: None,
+            woodpecker_repo: None,
             deploy_url_pattern: None,
             provider: None,
             secrets: Default::default(),

@@ -3,13 +3,18 @@
 //! writes an audit row for every read, write, delete and rotation, resolves the secrets a
 //! build asks for into an [`Injection`], and rotates the master key in one transaction.
 //! Reserved names (the callback signing secret) are kept out of `set`, `list`, `remove`
-//! and `inject`; only rdev's own code writes them, through `set_reserved`.
+//! and `inject`; only rdev's own code writes them, through `set_reserved`. The `gateway`
+//! scope (the model gateway's upstream keys) is never read by `inject`, which resolves a
+//! plan's names in the project's scope and `global` only.
 //! It must not log or format a value; values leave only inside [`Injection`] or
 //! [`SecretService::read`], whose callers hand them straight to a child process.
 
 use std::{
     fmt,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
 };
 
 use rdev_core::{
@@ -91,6 +96,9 @@ pub struct SecretService {
     source: KeySource,
     clock: Arc<dyn Clock>,
     verified: tokio::sync::OnceCell<()>,
+    /// Counts this service's writes and deletions in the `gateway` scope, so the gateway
+    /// in this process re-reads an upstream key at once.
+    gateway_changes: AtomicU64,
 }
 
 impl fmt::Debug for SecretService {
@@ -126,6 +134,19 @@ impl SecretService {
             source,
             clock,
             verified: tokio::sync::OnceCell::new(),
+            gateway_changes: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times this service wrote or deleted a `gateway` secret (a change counter:
+    /// the gateway's cached upstream keys are re-read when it moves).
+    pub fn gateway_changes(&self) -> u64 {
+        self.gateway_changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self, scope: &SecretScope) {
+        if *scope == SecretScope::Gateway {
+            self.gateway_changes.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -295,6 +316,7 @@ impl SecretService {
                 .await
             {
                 Ok(()) => {
+                    self.changed(scope);
                     tracing::info!(%scope, %name, version, actor, "secret written");
                     return Ok(SecretMeta {
                         scope: scope.clone(),
@@ -336,6 +358,7 @@ impl SecretService {
         let audit = self.audit(scope, name, None, AuditAction::Delete, actor, None);
         match self.repo.delete(scope, name, &audit).await {
             Ok(n) => {
+                self.changed(scope);
                 tracing::info!(%scope, %name, versions = n, actor, "secret deleted");
                 Ok(n)
             }

@@ -35,7 +35,7 @@ struct VariableDecl {
 }
 
 /// One declared variable, as shown by `GET /templates` and `rdev template show`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariableInfo {
     /// What the value is for.
     pub description: String,
@@ -48,7 +48,7 @@ pub struct VariableInfo {
 }
 
 /// A template's public description.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateInfo {
     /// The template's name (its folder name).
     pub name: String,

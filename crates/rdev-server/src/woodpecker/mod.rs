@@ -1,6 +1,7 @@
-//! Woodpecker CI REST client (bearer token): list a repository's pipelines, find the one a
-//! pushed commit started (waiting for it to appear), follow it to a terminal status and
-//! report its steps. Routes and JSON fields follow woodpecker-ci/woodpecker v3.17.0; see
+//! Woodpecker CI REST client (bearer token): look a repository up by name, list its
+//! pipelines, find the one a pushed commit started (filtered by branch and event, paging,
+//! waiting for it to appear), follow it to a terminal status and report its steps, and name
+//! its page in the web UI. Routes and JSON fields follow woodpecker-ci/woodpecker v3.17.0; see
 //! `docs/woodpecker.md`.
 //!
 //! It must not leak the token: errors carry method, path (never the base URL, which may
@@ -14,7 +15,7 @@ mod model;
 
 use std::time::Duration;
 
-use rdev_core::{ErrorCode, SecretString};
+use rdev_core::{CiRepo, ErrorCode, SecretString, WoodpeckerRepo};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use deploy_url::{
     deploy_url, validate_deploy_url_pattern, DeployUrlError, DEPLOY_URL_PLACEHOLDERS,
 };
-pub use model::{Pipeline, PipelineOutcome, PipelineStatus, Step, StepState, Workflow};
+pub use model::{Pipeline, PipelineOutcome, PipelineStatus, Repo, Step, StepState, Workflow};
 
 /// How many bytes of an error response body are kept in the error.
 pub const BODY_SNIPPET_BYTES: usize = 512;
@@ -31,6 +32,9 @@ pub const BODY_SNIPPET_BYTES: usize = 512;
 pub const MAX_CONSECUTIVE_POLL_ERRORS: u32 = 3;
 /// Page size for listing pipelines (Woodpecker's maximum is 50).
 pub const PIPELINES_PER_PAGE: u32 = 50;
+/// The most pages one search for a commit's pipeline reads before waiting for the next
+/// poll (1000 pipelines of the branch and event newer than the commit's).
+pub const MAX_PIPELINE_PAGES: u32 = 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +60,45 @@ impl CiFollow {
             pipeline_timeout: Duration::from_secs(config.pipeline_timeout_secs),
             poll: Duration::from_millis(config.poll_ms),
         })
+    }
+}
+
+/// Which pipeline [`WoodpeckerClient::find_pipeline_for_commit`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineQuery<'a> {
+    /// 7 to 64 hex digits: a prefix of the pipeline's commit, in any case.
+    pub commit: &'a str,
+    /// Only pipelines of this branch (Woodpecker's `branch` filter).
+    pub branch: Option<&'a str>,
+    /// Only pipelines of this webhook event, e.g. `push` (Woodpecker's `event` filter).
+    pub event: Option<&'a str>,
+}
+
+impl<'a> PipelineQuery<'a> {
+    /// Any pipeline of `commit`, whatever its branch or event.
+    pub fn commit(commit: &'a str) -> Self {
+        Self {
+            commit,
+            branch: None,
+            event: None,
+        }
+    }
+
+    /// The pipeline a push of `commit` to `branch` started: not a manual run, a cron job or
+    /// another branch's push of the same commit.
+    pub fn push(commit: &'a str, branch: &'a str) -> Self {
+        Self {
+            commit,
+            branch: Some(branch),
+            event: Some("push"),
+        }
+    }
+
+    /// Whether `p` is a pipeline this query looks for (`sha` is the commit, lower-cased).
+    fn matches(&self, p: &Pipeline, sha: &str) -> bool {
+        p.commit.to_ascii_lowercase().starts_with(sha)
+            && self.branch.is_none_or(|b| p.branch == b)
+            && self.event.is_none_or(|e| p.event == e)
     }
 }
 
@@ -218,17 +261,43 @@ impl WoodpeckerClient {
             .await
     }
 
-    /// The newest pipeline whose commit starts with `sha`, polling every `poll` until it
-    /// appears or `wait` has passed.
+    /// The repository named `full_name` (`GET /api/repos/lookup/{full_name}`; Woodpecker
+    /// ignores case and follows renames). An unknown name, or one the token may not read,
+    /// is 404.
+    pub async fn lookup_repo(&self, full_name: &WoodpeckerRepo) -> Result<Repo, WoodpeckerError> {
+        // The name's characters need no escaping (`WoodpeckerRepo` admits none that do).
+        self.get_json(&format!("/api/repos/lookup/{full_name}"))
+            .await
+    }
+
+    /// The numeric id of the repository a project names: the id itself, or the name
+    /// looked up.
+    pub async fn repo_id(&self, repo: CiRepo<'_>) -> Result<i64, WoodpeckerError> {
+        match repo {
+            CiRepo::Id(id) => Ok(id),
+            CiRepo::Name(name) => Ok(self.lookup_repo(name).await?.id),
+        }
+    }
+
+    /// The pipeline's page in Woodpecker's web UI, `{server}/repos/{repo_id}/pipeline/{number}`
+    /// (the form Woodpecker links to from forge statuses and badges), with the server as
+    /// this client reaches it.
+    pub fn pipeline_url(&self, repo_id: i64, number: i64) -> String {
+        format!("{}/repos/{repo_id}/pipeline/{number}", self.base)
+    }
+
+    /// The newest pipeline `query` looks for, polling every `poll` until it appears or
+    /// `wait` has passed. Each poll reads pages of the (filtered) list, newest first, until
+    /// the pipeline is found, the list ends, or [`MAX_PIPELINE_PAGES`] were read.
     pub async fn find_pipeline_for_commit(
         &self,
         repo_id: i64,
-        sha: &str,
+        query: PipelineQuery<'_>,
         wait: Duration,
         poll: Duration,
         cancel: &CancellationToken,
     ) -> Result<Pipeline, WoodpeckerError> {
-        let sha = sha.trim().to_ascii_lowercase();
+        let sha = query.commit.trim().to_ascii_lowercase();
         if !(7..=64).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(WoodpeckerError::InvalidCommit {
                 sha: sha.chars().take(80).collect(),
@@ -240,17 +309,9 @@ impl WoodpeckerClient {
             if cancel.is_cancelled() {
                 return Err(WoodpeckerError::Cancelled);
             }
-            match self.list_pipelines(repo_id).await {
-                Ok(list) => {
-                    failures = 0;
-                    let found = list
-                        .into_iter()
-                        .filter(|p| p.commit.to_ascii_lowercase().starts_with(&sha))
-                        .max_by_key(|p| p.number);
-                    if let Some(p) = found {
-                        return Ok(p);
-                    }
-                }
+            match self.search_pages(repo_id, &query, &sha).await {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => failures = 0,
                 Err(e) => tolerate(e, &mut failures)?,
             }
             if start.elapsed() >= wait {
@@ -262,6 +323,45 @@ impl WoodpeckerClient {
             }
             sleep_or_cancel(poll, cancel).await?;
         }
+    }
+
+    /// One search through the pages of the list for `query`'s pipeline: the
+    /// highest-numbered match on the first page that has one (so a re-run wins).
+    async fn search_pages(
+        &self,
+        repo_id: i64,
+        query: &PipelineQuery<'_>,
+        sha: &str,
+    ) -> Result<Option<Pipeline>, WoodpeckerError> {
+        // Built before any await: the serializer is not `Send`.
+        let filters = {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (key, value) in [("branch", query.branch), ("event", query.event)] {
+                if let Some(value) = value {
+                    q.append_pair(key, value);
+                }
+            }
+            q.finish()
+        };
+        for page in 1..=MAX_PIPELINE_PAGES {
+            let mut path =
+                format!("/api/repos/{repo_id}/pipelines?page={page}&perPage={PIPELINES_PER_PAGE}");
+            if !filters.is_empty() {
+                path = format!("{path}&{filters}");
+            }
+            let list: Vec<Pipeline> = self.get_json(&path).await?;
+            let full = list.len() >= PIPELINES_PER_PAGE as usize;
+            // The server filters; checking again keeps a server that ignores a filter from
+            // handing over another branch's pipeline.
+            let found = list
+                .into_iter()
+                .filter(|p| query.matches(p, sha))
+                .max_by_key(|p| p.number);
+            if found.is_some() || !full {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Polls pipeline `number` every `poll` until it reaches a terminal status, `timeout`

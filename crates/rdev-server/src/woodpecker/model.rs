@@ -1,7 +1,7 @@
-//! Woodpecker's JSON shapes as rdev reads them: `Pipeline`, `Workflow`, `Step` and the
-//! status values, checked against woodpecker-ci/woodpecker v3.17.0
-//! (`server/model/pipeline.go`, `workflow.go`, `step.go`, `const.go`). Only the fields rdev
-//! uses are declared; unknown fields are ignored so newer servers keep working.
+//! Woodpecker's JSON shapes as rdev reads them: `Pipeline`, `Workflow`, `Step`, `Repo` and
+//! the status values, checked against woodpecker-ci/woodpecker v3.17.0
+//! (`server/model/pipeline.go`, `workflow.go`, `step.go`, `repo.go`, `const.go`). Only the
+//! fields rdev uses are declared; unknown fields are ignored so newer servers keep working.
 
 use std::fmt;
 
@@ -144,6 +144,20 @@ pub struct Pipeline {
     /// Workflows with their steps (`children`).
     #[serde(default)]
     pub workflows: Vec<Workflow>,
+}
+
+/// A repository as Woodpecker's repo lookup (`GET /api/repos/lookup/{full_name}`) answers it
+/// (`model.Repo`; `server/model/repo.go`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repo {
+    /// The id the repository routes use (`/api/repos/{repo_id}/...`).
+    pub id: i64,
+    /// `owner/name`, as the forge spells it (the lookup ignores case).
+    #[serde(default)]
+    pub full_name: String,
+    /// Whether Woodpecker builds it (an inactive repository gets no pipelines).
+    #[serde(default)]
+    pub active: bool,
 }
 
 /// A workflow: one `.woodpecker/*.yaml` file's run.

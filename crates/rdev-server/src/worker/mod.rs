@@ -3,9 +3,11 @@
 //! claiming, lets running tasks finish within the grace period, then hands the rest back.
 //! It owns scheduling only; what a build does is in [`task`].
 
+mod build_ctx;
 mod events;
 mod metering;
 mod outcome;
+mod publish;
 mod push_protection;
 mod task;
 

@@ -1,28 +1,28 @@
 //! One build, start to end: workspace from the warm mirror, the template's first commit
-//! for an empty repository, secrets, the agent run with its events stored, commit and
-//! (lease-checked, idempotent) push, the Woodpecker pipeline, and the task's completion
-//! with its callback outbox row in one transaction. Every write is guarded by the lease;
-//! once the lease is lost (cancel, expiry) the run stops and writes nothing more.
+//! for an empty repository, secrets, the agent run with its events stored, what it leaves
+//! behind (commit, push and CI: [`super::publish`]), and the task's end with its callback
+//! outbox row in one transaction. Every write is guarded by the lease; once the lease is
+//! lost (cancel, expiry) the run stops and writes nothing more.
 
 use std::sync::Arc;
 
 use rdev_core::{
-    AgentRequest, AgentRun, AgentStatus, AgentSummary, Artifacts, BuildResult, ErrorCode, Lease,
-    LeaseKey, PipelineSummary, Project, StoreError, WorkTask,
+    AgentRequest, AgentRun, AgentStatus, AgentSummary, BuildResult, ErrorCode, Lease, LeaseKey,
+    StoreError, WorkTask,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    build_ctx::Ctx,
     events, metering,
     outcome::{failed, BuildOutcome},
-    push_protection::{self, Verdict},
+    publish,
 };
 use crate::{
     git::{GitEnv, Workspace},
     project_service::render_initial_commit,
     services::Services,
-    woodpecker::deploy_url,
 };
 
 /// Runs the task of `lease` and records its end, inside a span naming the task.
@@ -51,6 +51,11 @@ async fn run_and_record(deps: &Services, lease: Lease, stop: CancellationToken) 
             r.cost_usd,
         ),
         BuildOutcome::Failed { .. } => ("failed", None, None),
+        BuildOutcome::FailedWithResult { result: r, .. } => (
+            "failed",
+            r.agent.run.as_ref().map(|a| a.provider.clone()),
+            r.cost_usd,
+        ),
         BuildOutcome::Stopped => ("stopped", None, None),
     };
     deps.metrics
@@ -67,6 +72,14 @@ async fn run_and_record(deps: &Services, lease: Lease, stop: CancellationToken) 
                 rdev_core::FailOutcome::Dead => "failed",
             })
         }
+        BuildOutcome::FailedWithResult { error, mut result } => {
+            tracing::warn!(%error, "build failed after pushing");
+            result.duration_ms = Some(started.elapsed().as_millis() as u64);
+            store
+                .fail_with_result(&key, &error, result)
+                .await
+                .map(|_| "failed")
+        }
         BuildOutcome::Stopped => Ok("stopped"),
     };
     match written {
@@ -80,38 +93,6 @@ async fn run_and_record(deps: &Services, lease: Lease, stop: CancellationToken) 
         ),
         Err(e) => {
             tracing::error!(error = %e, "could not record the build's end; the lease will expire and the task retry")
-        }
-    }
-}
-
-/// What one build works with.
-struct Ctx<'a> {
-    deps: &'a Services,
-    task: &'a WorkTask,
-    key: LeaseKey,
-    project: Project,
-    stop: &'a CancellationToken,
-}
-
-impl Ctx<'_> {
-    async fn note(&self, kind: &str, payload: Value) {
-        events::note(self.deps.store.as_ref(), self.task.id, kind, payload).await;
-    }
-
-    /// Whether the lease is still ours, checked with a heartbeat right now (before a push).
-    async fn still_held(&self) -> bool {
-        if self.stop.is_cancelled() {
-            return false;
-        }
-        let lease = self.deps.config.worker_lease();
-        match self
-            .deps
-            .store
-            .heartbeat(std::slice::from_ref(&self.key), lease)
-            .await
-        {
-            Ok(o) => o.lost.is_empty(),
-            Err(_) => false,
         }
     }
 }
@@ -181,9 +162,11 @@ async fn build(
     let outcome = build_in(&cx, &ws, &injection).await;
     // A failed attempt's checkout and agent state stay for debugging; the housekeeping
     // sweep removes them after `keep_failed_workspaces_hours`.
-    if matches!(outcome, BuildOutcome::Failed { .. })
-        && deps.config.keep_failed_workspaces_hours > 0
-    {
+    let failed_build = matches!(
+        outcome,
+        BuildOutcome::Failed { .. } | BuildOutcome::FailedWithResult { .. }
+    );
+    if failed_build && deps.config.keep_failed_workspaces_hours > 0 {
         deps.git.keep(ws, agent_state).await;
     } else {
         deps.git.remove_with(ws, agent_state);
@@ -194,6 +177,10 @@ async fn build(
             retryable,
         },
         BuildOutcome::Completed(r) => BuildOutcome::Completed(r.redacted(&redactor)),
+        BuildOutcome::FailedWithResult { error, result } => BuildOutcome::FailedWithResult {
+            error: redactor.redact(&error),
+            result: result.redacted(&redactor),
+        },
         other => other,
     }
 }
@@ -205,24 +192,9 @@ async fn build_in(
 ) -> BuildOutcome {
     let (deps, task, spec) = (cx.deps, cx.task, &cx.task.spec);
     // A retried attempt whose work already reached the remote must not run or push again.
-    if spec.auto_deploy && task.attempt > 1 {
-        match ws.find_task_commit_on_remote(task.id).await {
-            Ok(Some(sha)) => {
-                cx.note(
-                    "progress",
-                    json!({"step": "already_pushed", "commit_sha": sha}),
-                )
-                .await;
-                let output =
-                    "an earlier attempt already pushed this task's commit; it was not pushed again";
-                let done = BuildResult {
-                    output: output.to_owned(),
-                    ..BuildResult::default()
-                };
-                return deploy(cx, sha, done).await;
-            }
-            Ok(None) => {}
-            Err(e) => return failed(format!("could not inspect the remote: {e}"), true),
+    if task.attempt > 1 {
+        if let Some(outcome) = publish::already_pushed(cx, ws).await {
+            return outcome;
         }
     }
 
@@ -268,6 +240,11 @@ async fn build_in(
     request.read_only_paths = ws.agent_read_only_paths();
     request.model = spec.model.clone();
     request.session_id = spec.session_id.clone();
+    request.session_dir = Some(crate::sessions::session_dir(
+        &deps.config.data_dir,
+        &cx.project.name,
+        agent.provider().as_str(),
+    ));
     request.env = injection.env.iter().cloned().collect();
     cx.note(
         "progress",
@@ -344,7 +321,7 @@ async fn build_in(
     }
     // What the gateway metered is the task's cost; the agent's own estimate stays in
     // `agent` (and is the cost when nothing went through the gateway).
-    let mut done = BuildResult {
+    let done = BuildResult {
         output: result.output,
         cost_usd: metered
             .as_ref()
@@ -363,143 +340,5 @@ async fn build_in(
         usage: metered,
         ..BuildResult::default()
     };
-    if !spec.auto_deploy {
-        return BuildOutcome::Completed(done);
-    }
-
-    let commit = match ws
-        .commit_all(
-            &commit_message(&spec.prompt),
-            Some(task.id),
-            &deps.config.author(),
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return failed(format!("could not commit: {e}"), true),
-    };
-    let Some(sha) = commit.or(initial) else {
-        done.output = format!(
-            "{}\n\n(no changes: nothing was committed or pushed)",
-            done.output
-        );
-        return BuildOutcome::Completed(done);
-    };
-    // Push protection: a commit that carries a secret is never pushed (docs/security.md).
-    let warned = match push_protection::check(deps, task.id, &cx.project, ws, injection).await {
-        Verdict::Push(warned) => warned,
-        Verdict::Stop { error, retryable } => return failed(error, retryable),
-    };
-    // The push is the one effect that cannot be taken back: only a lease holder pushes.
-    if !cx.still_held().await {
-        return BuildOutcome::Stopped;
-    }
-    cx.note("progress", json!({"step": "push", "commit_sha": sha}))
-        .await;
-    if let Err(e) = ws.push().await {
-        return failed(format!("push failed: {e}"), true);
-    }
-    let mut outcome = deploy(cx, sha, done).await;
-    if let (BuildOutcome::Completed(r), Some(warned)) = (&mut outcome, warned) {
-        r.push_protection = Some(warned);
-    }
-    outcome
-}
-
-/// After the push: follow Woodpecker when configured, derive the deploy URL, complete
-/// `done` with them.
-async fn deploy(cx: &Ctx<'_>, sha: String, mut done: BuildResult) -> BuildOutcome {
-    let mut pipeline = None;
-    if let (Some(wp), Some(repo_id)) = (&cx.deps.woodpecker, cx.project.woodpecker_repo_id) {
-        cx.note("progress", json!({"step": "ci", "commit_sha": sha}))
-            .await;
-        let found = match wp
-            .client
-            .find_pipeline_for_commit(repo_id, &sha, wp.appear_timeout, wp.poll, cx.stop)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) if cx.stop.is_cancelled() => {
-                let _ = e;
-                return BuildOutcome::Stopped;
-            }
-            Err(e) => return failed(format!("CI: {e}"), false),
-        };
-        let outcome = match wp
-            .client
-            .follow(repo_id, found.number, wp.poll, wp.pipeline_timeout, cx.stop)
-            .await
-        {
-            Ok(o) => o,
-            Err(_) if cx.stop.is_cancelled() => return BuildOutcome::Stopped,
-            Err(e) => return failed(format!("CI pipeline #{}: {e}", found.number), false),
-        };
-        cx.note("progress", json!({"step": "ci_finished", "pipeline": outcome.pipeline.number, "status": outcome.status().as_str()})).await;
-        if !outcome.succeeded() {
-            return failed(
-                format!(
-                    "CI pipeline #{} ended with status {}",
-                    outcome.pipeline.number,
-                    outcome.status().as_str()
-                ),
-                false,
-            );
-        }
-        pipeline = Some(outcome.pipeline);
-    }
-    let url = match deploy_url(
-        &cx.project.name,
-        cx.project.deploy_url_pattern.as_deref(),
-        pipeline.as_ref(),
-    ) {
-        Ok(u) => u,
-        Err(e) => return failed(format!("deploy URL: {e}"), false),
-    };
-    done.agent.pipeline = pipeline.map(|p| PipelineSummary {
-        number: p.number,
-        status: p.status.as_str().to_owned(),
-    });
-    done.artifacts = Artifacts {
-        commit_sha: Some(sha),
-        deploy_url: url,
-    };
-    BuildOutcome::Completed(done)
-}
-
-/// The commit subject: the prompt's first line, shortened.
-fn commit_message(prompt: &str) -> String {
-    let first = prompt
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("rdev build");
-    let mut subject: String = first.chars().take(72).collect();
-    if first.chars().count() > 72 {
-        subject.push('…');
-    }
-    format!(
-        "{subject}\n\nBuilt by rdev from the prompt:\n\n{}",
-        prompt.trim()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::commit_message;
-
-    #[test]
-    fn commit_subject_is_the_first_prompt_line_shortened() {
-        let m = commit_message("\n  Add a pricing page with three tiers\nand a FAQ");
-        assert!(m.starts_with("Add a pricing page with three tiers\n\n"));
-        let long = "x".repeat(100);
-        assert_eq!(
-            commit_message(&long)
-                .lines()
-                .next()
-                .unwrap()
-                .chars()
-                .count(),
-            73
-        );
-    }
+    publish::publish(cx, ws, injection, initial, done).await
 }

@@ -308,6 +308,10 @@ async fn private_callbacks_are_accepted_when_configured() {
 #[tokio::test]
 async fn real_model_names_and_session_ids_are_accepted() {
     let app = app(false).await;
+    // A session resumes only where a completed build of the project reported it.
+    for session in ["ses_5ZbQ1xYz9AbC", "0197a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"] {
+        crate::common::remember_session(&app, "site", "claude-code", session).await;
+    }
     for (model, session) in [
         ("anthropic/claude-sonnet-4-5", "ses_5ZbQ1xYz9AbC"),
         (

@@ -81,6 +81,7 @@ async fn callback_is_signed_retried_while_down_and_delivered_once() {
         artifacts: Artifacts {
             commit_sha: Some("abc".into()),
             deploy_url: None,
+            ..Artifacts::default()
         },
         ..ok()
     })

@@ -137,3 +137,43 @@ pub fn opencode_config(
     }
     oc
 }
+
+/// Makes `session` a session of `project` made by `provider`, as a completed build that
+/// reported it would (for API tests, whose app runs no worker): a task of the project is
+/// queued, claimed and completed through the app's own database.
+pub async fn remember_session(app: &TestApp, project: &str, provider: &str, session: &str) {
+    use rdev_core::{TaskStore, WorkQueue};
+    let url = app._pg.as_ref().map_or_else(
+        || format!("sqlite:{}", app._dir.path().join("rdev.db").display()),
+        |p| p.url.clone(),
+    );
+    let db = rdev_store::Db::connect(&url).await.unwrap();
+    let store = rdev_store::SqlStore::new(db, rdev_testkit::db::test_store_config())
+        .await
+        .unwrap();
+    let name = rdev_core::ProjectName::parse(project).unwrap();
+    let spec = rdev_core::BuildSpec::new("an earlier build");
+    let id = store
+        .create(rdev_core::NewTask::new(name, spec))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let lease = store
+        .claim("test", 1, std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .pop()
+        .expect("nothing else is queued");
+    assert_eq!(lease.task.id, id, "nothing else is queued");
+    let mut result = rdev_core::BuildResult::default();
+    result.agent.run = Some(rdev_core::AgentRun {
+        provider: provider.to_owned(),
+        session_id: Some(session.to_owned()),
+        num_turns: 1,
+        usage: rdev_core::Usage::default(),
+        reported_cost_usd: None,
+    });
+    store.complete(&lease.key(), result).await.unwrap();
+    store.shutdown();
+}

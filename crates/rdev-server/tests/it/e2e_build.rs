@@ -21,14 +21,14 @@ use crate::common::{self, spawn_app_configured, TestApp};
 
 const WP_TOKEN: &str = "wp-test-token";
 
-struct World {
-    app: TestApp,
-    model: ScriptedModel,
-    woodpecker: Arc<FakeWoodpecker>,
-    receiver: CallbackReceiver,
-    remote: String,
-    _dir: tempfile::TempDir,
-    forge: CancellationToken,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) model: ScriptedModel,
+    pub(crate) woodpecker: Arc<FakeWoodpecker>,
+    pub(crate) receiver: CallbackReceiver,
+    pub(crate) remote: String,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) forge: CancellationToken,
 }
 
 impl Drop for World {
@@ -56,7 +56,7 @@ fn forge_hook(remote: String, wp: Arc<FakeWoodpecker>, stop: CancellationToken) 
     });
 }
 
-async fn world(pg: bool) -> World {
+pub(crate) async fn world(pg: bool) -> World {
     world_with(pg, false).await
 }
 
@@ -137,7 +137,7 @@ async fn create_project(w: &World) -> SecretString {
     )
 }
 
-async fn build(w: &World, body: Value) -> String {
+pub(crate) async fn build(w: &World, body: Value) -> String {
     let r = reqwest::Client::new()
         .post(format!("{}/project/site/build", w.app.address))
         .json(&body)
@@ -151,7 +151,7 @@ async fn build(w: &World, body: Value) -> String {
         .to_owned()
 }
 
-async fn task(w: &World, id: &str) -> Value {
+pub(crate) async fn task(w: &World, id: &str) -> Value {
     reqwest::get(format!("{}/tasks/{id}", w.app.address))
         .await
         .unwrap()
@@ -180,7 +180,7 @@ async fn delivered(w: &World, id: &str) -> Value {
 }
 
 /// [`delivered`] with its own deadline (a build that still has to run first).
-async fn delivered_within(w: &World, id: &str, timeout: Duration) -> Value {
+pub(crate) async fn delivered_within(w: &World, id: &str, timeout: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let t = task(w, id).await;

@@ -133,6 +133,7 @@ fn upstream(name: &str, addr: SocketAddr) -> UpstreamConfig {
         name: name.into(),
         base_url: format!("http://{addr}"),
         api_key_env: Some("TEST_UPSTREAM_KEY".into()),
+        api_key_secret: None,
         auth: Default::default(),
     }
 }
@@ -145,7 +146,7 @@ async fn gateway_with(tweak: impl FnOnce(&mut Config)) -> Gateway {
     let settings = config
         .gateway_settings_from(|k| (k == "TEST_UPSTREAM_KEY").then(|| REAL_KEY.to_owned()))
         .unwrap();
-    Gateway::start(settings, None, Metrics::default())
+    Gateway::start(settings, None, Metrics::default(), None)
         .await
         .unwrap()
 }
@@ -445,7 +446,7 @@ async fn an_upstream_that_is_down_or_overloaded_is_skipped_before_the_first_byte
     let settings = config
         .gateway_settings_from(|_| Some(REAL_KEY.to_owned()))
         .unwrap();
-    let gw = Gateway::start(settings, None, metrics.clone())
+    let gw = Gateway::start(settings, None, metrics.clone(), None)
         .await
         .unwrap();
     let grant = gw.grant(GrantSpec::default());
@@ -469,7 +470,7 @@ async fn an_upstream_that_is_down_or_overloaded_is_skipped_before_the_first_byte
         upstream("overloaded", overloaded_addr),
     ];
     let settings = config.gateway_settings_from(|_| Some("k".into())).unwrap();
-    let gw = Gateway::start(settings, None, Metrics::default())
+    let gw = Gateway::start(settings, None, Metrics::default(), None)
         .await
         .unwrap();
     let grant = gw.grant(GrantSpec::default());
@@ -625,6 +626,7 @@ async fn without_upstreams_the_claude_code_env_names_the_upstream_and_its_key() 
         config.gateway_settings_from(|_| None).unwrap(),
         None,
         Metrics::default(),
+        None,
     )
     .await
     .unwrap();

@@ -338,6 +338,7 @@ async fn with_the_first_upstreams_down_or_overloaded_the_build_completes_through
             name: name.into(),
             base_url: url,
             api_key_env: Some("RDEV_TEST_GATEWAY_KEY".into()),
+            api_key_secret: None,
             auth: Default::default(),
         };
         c.gateway.upstreams = vec![

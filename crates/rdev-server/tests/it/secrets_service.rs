@@ -31,6 +31,7 @@ rdev_testkit::both_backends!(
     injection_resolves_project_then_global_and_redacts_every_form,
     injection_refuses_fenced_plans_before_reading_any_secret,
     the_signing_secret_is_written_only_by_rotation_and_never_listed_removed_or_injected,
+    a_gateway_secret_is_never_injected_into_a_build_whatever_its_plan_names,
 );
 
 const VALUE: &str = "s3cr3t-VALUE/with+chars=";
@@ -593,4 +594,62 @@ async fn another_process_rotating_the_shared_key_file_is_followed_and_stale_writ
     );
     let err = read(&env_holder, "global", "A").await.unwrap_err();
     assert_eq!(err.code(), "master_key_mismatch", "{err}");
+}
+
+/// The `gateway` scope holds the model gateway's upstream keys: a project's plan names
+/// secrets, and a name resolves in the project's scope and `global` only.
+async fn a_gateway_secret_is_never_injected_into_a_build_whatever_its_plan_names(t: TestDb) {
+    let s = file_service(&t);
+    set(&s, "gateway", "ANTHROPIC_UPSTREAM", "sk-ant-upstream-only").await;
+    let project = ProjectName::parse("site").unwrap();
+    let plans = [
+        InjectionPlan {
+            env: vec![("LLM_KEY".into(), name("ANTHROPIC_UPSTREAM"))],
+            git_token: None,
+        },
+        InjectionPlan {
+            env: vec![],
+            git_token: Some(name("ANTHROPIC_UPSTREAM")),
+        },
+    ];
+    for plan in &plans {
+        let err = s
+            .inject(&project, plan, "https://git.example.com/site.git", "task:x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "secret_not_found", "{err}");
+        assert!(err.to_string().contains("project:site or global"), "{err}");
+    }
+    // The same name in `global` is what a build gets: the gateway's value never.
+    set(&s, "global", "ANTHROPIC_UPSTREAM", "global-value").await;
+    let inj = s
+        .inject(
+            &project,
+            &plans[0],
+            "https://git.example.com/site.git",
+            "task:x",
+        )
+        .await
+        .unwrap();
+    assert_eq!(inj.env[0].1.expose(), "global-value");
+    assert!(inj.known_values().all(|(_, v)| v != "sk-ant-upstream-only"));
+    let gateway_reads = s
+        .audit_log(&AuditFilter {
+            scope: Some(scope("gateway")),
+            name: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == AuditAction::Read)
+        .count();
+    assert_eq!(gateway_reads, 0, "no build read the gateway's secret");
+    // It is listed as any secret (metadata only) and read by the gateway alone.
+    let listed = s.list(Some(&scope("gateway"))).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        read(&s, "gateway", "ANTHROPIC_UPSTREAM").await.unwrap().1,
+        "sk-ant-upstream-only"
+    );
 }

@@ -1,14 +1,15 @@
 //! The Woodpecker client against the fake server from rdev-testkit, which serves the same
-//! routes and JSON shapes as Woodpecker v3.17.0. Progress is driven per request, not by
-//! time, so these tests only wait as long as the client's own poll interval.
+//! routes, filters, pages and JSON shapes as Woodpecker v3.17.0. Progress is driven per
+//! request, not by time, so these tests only wait as long as the client's own poll interval.
 
 use std::time::Duration;
 
-use rdev_core::{ErrorCode, ProjectName, SecretString};
+use rdev_core::{CiRepo, ErrorCode, ProjectName, SecretString, WoodpeckerRepo};
 use rdev_server::woodpecker::{
-    deploy_url, validate_deploy_url_pattern, PipelineStatus, WoodpeckerClient, WoodpeckerError,
+    deploy_url, validate_deploy_url_pattern, PipelineQuery, PipelineStatus, WoodpeckerClient,
+    WoodpeckerError,
 };
-use rdev_testkit::woodpecker::FakeWoodpecker;
+use rdev_testkit::woodpecker::{FakeWoodpecker, NewPipeline};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "wp-token-s3cr3t";
@@ -85,7 +86,13 @@ async fn find_waits_for_a_pipeline_that_appears_late() {
     fake.add_repo(REPO);
     let n = fake.add_hidden_pipeline(REPO, SHA, "main", 2);
     let found = client
-        .find_pipeline_for_commit(REPO, &SHA[..12], LONG, POLL, &CancellationToken::new())
+        .find_pipeline_for_commit(
+            REPO,
+            PipelineQuery::commit(&SHA[..12]),
+            LONG,
+            POLL,
+            &CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(found.number, n);
@@ -115,7 +122,7 @@ async fn find_picks_the_newest_pipeline_for_the_commit() {
     let found = client
         .find_pipeline_for_commit(
             REPO,
-            &SHA.to_uppercase(),
+            PipelineQuery::commit(&SHA.to_uppercase()),
             LONG,
             POLL,
             &CancellationToken::new(),
@@ -132,7 +139,7 @@ async fn find_gives_up_when_no_pipeline_appears() {
     let err = client
         .find_pipeline_for_commit(
             REPO,
-            SHA,
+            PipelineQuery::commit(SHA),
             Duration::from_millis(30),
             POLL,
             &CancellationToken::new(),
@@ -149,7 +156,13 @@ async fn find_rejects_a_malformed_commit_without_a_request() {
     let (fake, client) = setup().await;
     for sha in ["", "abc", "not-a-sha-at-all", &"a".repeat(65)] {
         let err = client
-            .find_pipeline_for_commit(REPO, sha, LONG, POLL, &CancellationToken::new())
+            .find_pipeline_for_commit(
+                REPO,
+                PipelineQuery::commit(sha),
+                LONG,
+                POLL,
+                &CancellationToken::new(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), "invalid_commit", "{sha:?}");
@@ -164,7 +177,13 @@ async fn wrong_token_is_unauthorized_at_once_and_never_shows_a_token() {
     let client = WoodpeckerClient::new(&fake.url(), SecretString::new(wrong)).unwrap();
     fake.add_pipeline(REPO, SHA, "main");
     let err = client
-        .find_pipeline_for_commit(REPO, SHA, LONG, POLL, &CancellationToken::new())
+        .find_pipeline_for_commit(
+            REPO,
+            PipelineQuery::commit(SHA),
+            LONG,
+            POLL,
+            &CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), "woodpecker_unauthorized");
@@ -337,7 +356,7 @@ async fn an_already_cancelled_token_sends_no_request() {
         .unwrap_err();
     assert_eq!(err.code(), "cancelled");
     let err = client
-        .find_pipeline_for_commit(REPO, SHA, LONG, POLL, &cancel)
+        .find_pipeline_for_commit(REPO, PipelineQuery::commit(SHA), LONG, POLL, &cancel)
         .await
         .unwrap_err();
     assert_eq!(err.code(), "cancelled");
@@ -438,4 +457,90 @@ fn deploy_url_patterns_are_checked() {
         let err = validate_deploy_url_pattern(bad).unwrap_err();
         assert_eq!(err.code(), "invalid_deploy_url_pattern", "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn find_filters_by_branch_and_push_event_and_pages_until_found() {
+    let (fake, client) = setup().await;
+    let ours = fake.add_pipelines(REPO, &[NewPipeline::push(SHA, "main")])[0];
+    // Newer than ours: 50 pushes of other commits to main (a full page), the same commit
+    // pushed to another branch, and a manual run of it on main.
+    let others: Vec<String> = (0..50).map(|i| format!("{i:040x}")).collect();
+    let mut newer: Vec<NewPipeline<'_>> = others
+        .iter()
+        .map(|c| NewPipeline::push(c, "main"))
+        .collect();
+    newer.push(NewPipeline::push(SHA, "feature/x"));
+    newer.push(NewPipeline {
+        event: "manual",
+        ..NewPipeline::push(SHA, "main")
+    });
+    fake.add_pipelines(REPO, &newer);
+    let cancel = CancellationToken::new();
+    let any = client
+        .find_pipeline_for_commit(REPO, PipelineQuery::commit(SHA), LONG, POLL, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        any.event, "manual",
+        "unfiltered, the newest run of the commit"
+    );
+    let before = fake.requests().len();
+    let found = client
+        .find_pipeline_for_commit(REPO, PipelineQuery::push(SHA, "main"), LONG, POLL, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.number, found.event.as_str(), found.branch.as_str()),
+        (ours, "push", "main")
+    );
+    let uris: Vec<String> = fake.requests()[before..]
+        .iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    let page =
+        |n: u32| format!("/api/repos/{REPO}/pipelines?page={n}&perPage=50&branch=main&event=push");
+    assert_eq!(uris, [page(1), page(2)], "found on the second page");
+
+    // A branch name is sent encoded; an event Woodpecker does not know is its 400.
+    let err = client
+        .find_pipeline_for_commit(
+            REPO,
+            PipelineQuery {
+                event: Some("bogus"),
+                ..PipelineQuery::push(SHA, "feature/x")
+            },
+            LONG,
+            POLL,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "woodpecker_http", "{err}");
+    assert!(
+        err.to_string().contains("branch=feature%2Fx&event=bogus"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_repository_is_looked_up_by_name_ignoring_case() {
+    let (fake, client) = setup().await;
+    fake.add_named_repo(12, "Acme/Site");
+    let name = WoodpeckerRepo::parse("acme/site").unwrap();
+    let repo = client.lookup_repo(&name).await.unwrap();
+    assert_eq!(
+        (repo.id, repo.full_name.as_str(), repo.active),
+        (12, "Acme/Site", true)
+    );
+    assert_eq!(fake.requests()[0].uri, "/api/repos/lookup/acme/site");
+    assert_eq!(client.repo_id(CiRepo::Name(&name)).await.unwrap(), 12);
+    assert_eq!(client.repo_id(CiRepo::Id(5)).await.unwrap(), 5);
+    let missing = WoodpeckerRepo::parse("acme/nothing").unwrap();
+    let err = client.lookup_repo(&missing).await.unwrap_err();
+    assert_eq!(err.code(), "woodpecker_not_found", "{err}");
+    assert_eq!(
+        client.pipeline_url(12, 3),
+        format!("{}/repos/12/pipeline/3", fake.url())
+    );
 }

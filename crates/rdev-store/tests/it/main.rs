@@ -9,6 +9,7 @@ mod discard_conformance;
 mod queue_conformance;
 mod retention_conformance;
 mod secrets_conformance;
+mod sessions_conformance;
 mod store_conformance;
 mod tokens_conformance;
 mod usage_conformance;

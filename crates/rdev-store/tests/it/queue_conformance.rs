@@ -30,6 +30,7 @@ rdev_testkit::both_backends!(
     a_failed_or_cancelled_task_is_retried_once_as_a_new_task,
     reaper_requeues_expired_leases_and_kills_exhausted_tasks,
     completion_writes_result_and_callback_row_together,
+    a_failure_after_the_push_keeps_its_result_in_the_task_and_callback,
     batched_completion_reports_lost_leases,
     enqueue_wakes_an_idle_waiter_and_silence_means_poll,
 );
@@ -465,6 +466,72 @@ async fn completion_writes_result_and_callback_row_together(t: TestDb) {
     );
     assert_eq!(outbox[0].payload["cost_usd"], 0.25);
     assert!(t.store.outbox_for_task(without).await.unwrap().is_empty());
+}
+
+async fn a_failure_after_the_push_keeps_its_result_in_the_task_and_callback(t: TestDb) {
+    let id = t
+        .store
+        .create(task_with_callback("ci"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let l = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert!(
+        l.task.attempt < rdev_core::NewTask::DEFAULT_MAX_ATTEMPTS,
+        "attempts remain"
+    );
+    let result = BuildResult {
+        output: "done".into(),
+        artifacts: rdev_core::Artifacts {
+            commit_sha: Some("abc1234".into()),
+            ..Default::default()
+        },
+        pipeline: Some(rdev_core::PipelineReport {
+            number: 3,
+            status: "failure".into(),
+            url: "http://ci/repos/1/pipeline/3".into(),
+        }),
+        ..BuildResult::default()
+    };
+    let error = "CI pipeline #3 ended with status failure";
+    t.store
+        .fail_with_result(&l.key(), error, result.clone())
+        .await
+        .unwrap();
+    let failed = t.store.get(id).await.unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed, "not retried");
+    assert_eq!(failed.error.as_deref(), Some(error));
+    assert_eq!(failed.result, Some(result));
+    let outbox = t.store.outbox_for_task(id).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(
+        outbox[0].payload,
+        serde_json::to_value(callback_payload(&failed)).unwrap()
+    );
+    assert_eq!(outbox[0].payload["status"], "failed");
+    assert_eq!(outbox[0].payload["error"], error);
+    assert_eq!(
+        outbox[0].payload["result"]["artifacts"]["commit_sha"],
+        "abc1234"
+    );
+    assert_eq!(outbox[0].payload["result"]["pipeline"]["number"], 3);
+
+    // Without the lease nothing is written, the result neither.
+    let other = t.store.create(task("cancelled")).await.unwrap().task.id;
+    let l = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    t.store.cancel(other).await.unwrap();
+    let err = t
+        .store
+        .fail_with_result(&l.key(), "late", common::result("late"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    let cancelled = t.store.get(other).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.result),
+        (TaskStatus::Cancelled, None)
+    );
 }
 
 async fn batched_completion_reports_lost_leases(t: TestDb) {

@@ -17,6 +17,7 @@ rdev_testkit::both_backends!(
     unknown_task_is_not_found,
     events_are_numbered_per_task_without_gaps_and_replay_from_a_sequence,
     projects_round_trip_and_report_conflicts_and_missing_names,
+    a_woodpecker_repository_given_by_name_round_trips,
     deleting_a_project_cancels_its_live_tasks_frees_its_keys_and_deletes_its_secrets,
     a_reused_idempotency_key_is_reported_only_for_a_different_request,
     outbox_rows_are_claimed_held_and_marked,
@@ -144,6 +145,27 @@ async fn events_are_numbered_per_task_without_gaps_and_replay_from_a_sequence(t:
         [46, 47, 48, 49, 50]
     );
     assert_eq!(t.store.events_since(one, 0, 3).await.unwrap().len(), 3);
+}
+
+async fn a_woodpecker_repository_given_by_name_round_trips(t: TestDb) {
+    let mut p: Project = serde_json::from_value(serde_json::json!({
+        "name": "named", "repo_url": "/srv/git/named.git", "woodpecker_repo": "Acme/Site"
+    }))
+    .unwrap();
+    t.store.create_project(&p).await.unwrap();
+    let back = t.store.get_project(&p.name).await.unwrap();
+    assert_eq!(back, p);
+    let name = back.woodpecker_repo.as_ref().map(|r| r.as_str());
+    assert_eq!((name, back.woodpecker_repo_id), (Some("Acme/Site"), None));
+    // Switched to the id: the name is gone.
+    p.woodpecker_repo = None;
+    p.woodpecker_repo_id = Some(9);
+    t.store.update_project(&p).await.unwrap();
+    assert_eq!(t.store.get_project(&p.name).await.unwrap(), p);
+    p.woodpecker_repo = Some(rdev_core::WoodpeckerRepo::parse("acme/other").unwrap());
+    p.woodpecker_repo_id = None;
+    t.store.update_project(&p).await.unwrap();
+    assert_eq!(t.store.list_projects().await.unwrap(), vec![p]);
 }
 
 async fn projects_round_trip_and_report_conflicts_and_missing_names(t: TestDb) {

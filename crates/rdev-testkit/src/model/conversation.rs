@@ -190,7 +190,7 @@ fn system_text(system: Option<&Value>) -> String {
 }
 
 /// Text of a `content` value: a plain string, or the `text` of every text block.
-fn texts(content: &Value) -> Vec<&str> {
+pub(super) fn texts(content: &Value) -> Vec<&str> {
     match content {
         Value::String(s) => vec![s.as_str()],
         Value::Array(blocks) => blocks

@@ -70,6 +70,18 @@ pub struct RecordedRequest {
     /// The usage the answer reported, `(input_tokens, output_tokens)`, for an answered
     /// message (what a gateway metering it must arrive at).
     pub usage: Option<(u64, u64)>,
+    /// The body's `messages`: the conversation the request carried (a resumed session's
+    /// earlier turns included).
+    pub messages: Vec<RecordedMessage>,
+}
+
+/// One message of a recorded request, for assertions on what a conversation carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedMessage {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// The text of its text blocks in order (a plain string content is one).
+    pub texts: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -221,7 +233,24 @@ fn recorded(uri: &Uri, headers: &HeaderMap, body: Option<&Value>, status: u16) -
         anthropic_beta: header(headers, "anthropic-beta"),
         user_agent: header(headers, "user-agent"),
         usage: None,
+        messages: body.map(recorded_messages).unwrap_or_default(),
     }
+}
+
+fn recorded_messages(body: &Value) -> Vec<RecordedMessage> {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| RecordedMessage {
+            role: m["role"].as_str().unwrap_or_default().to_owned(),
+            texts: conversation::texts(&m["content"])
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect()
 }
 
 fn error_response(status: u16, kind: &str, message: &str) -> Response {
