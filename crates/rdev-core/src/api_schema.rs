@@ -164,6 +164,24 @@ impl PartialSchema for RepoUrl {
 }
 impl ToSchema for RepoUrl {}
 
+impl PartialSchema for crate::ci_repo::WoodpeckerRepo {
+    fn schema() -> RefOr<Schema> {
+        // A segment is not "." or "..": it starts with a non-dot, or is "." then a non-dot,
+        // or ".." then at least one more character (no lookaround, so generators stay fast).
+        let seg =
+            r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)";
+        let pattern = format!("^{seg}(?:/{seg})+$");
+        string(
+            &pattern,
+            3,
+            crate::ci_repo::WoodpeckerRepo::MAX_LEN,
+            "A Woodpecker repository's full name, `owner/name` (422 invalid_field otherwise).",
+        )
+        .into()
+    }
+}
+impl ToSchema for crate::ci_repo::WoodpeckerRepo {}
+
 impl PartialSchema for TaskId {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()

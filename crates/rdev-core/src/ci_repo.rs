@@ -14,7 +14,7 @@ use crate::ValidationError;
 /// [`WoodpeckerRepo::MAX_LEN`] bytes in all. Safe as the path of Woodpecker's lookup route
 /// without escaping. Serialised as the plain string; deserialising does not check it (see
 /// [`crate::Project`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WoodpeckerRepo(String);
 

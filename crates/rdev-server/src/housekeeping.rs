@@ -1,14 +1,16 @@
 //! Housekeeping: what keeps a long-running rdev from growing without bound. At start-up it
 //! sweeps what crashed runs left on this node's disk (checkouts no run released, agent
-//! state whose worktree is gone, sandbox scratch dirs); then, until shutdown, it removes
+//! state whose worktree is gone, sandbox scratch dirs, the socket dirs of gateways whose
+//! rdev was killed); then, until shutdown, it removes
 //! failed checkouts kept for debugging once they are older than
 //! `keep_failed_workspaces_hours`, prunes finished history older than `retention_days`
 //! from the store in bounded batches (and the agent session files kept as long), and
 //! measures the data directory for `/metrics`.
 //!
 //! It decides when; what may go is the git module's ([`crate::git::CheckoutEntry`]), the
-//! adapters' ([`rdev_core::CodeAgent::workdir_state`], [`rdev_agents::sandbox::sweep_scratch`])
-//! and the store's ([`rdev_core::RetentionStore`]). The start-up sweep assumes the data
+//! adapters' ([`rdev_core::CodeAgent::workdir_state`], [`rdev_agents::sandbox::sweep_scratch`]),
+//! the gateway's ([`crate::gateway::socket_dir::sweep`]) and the store's
+//! ([`rdev_core::RetentionStore`]). The start-up sweep assumes the data
 //! directory belongs to this node alone (docs/decisions.md): a lock file says whether it
 //! does, and without it nothing is swept at start.
 
@@ -46,7 +48,8 @@ pub struct HousekeepingConfig {
     pub retention: Option<Duration>,
     /// Sandbox scratch dirs last changed longer ago than this belong to no running run.
     pub longest_run: Duration,
-    /// Where sandbox scratch dirs are made (the system's temporary directory).
+    /// Where sandbox scratch dirs and the gateway's socket dirs are made (the system's
+    /// temporary directory).
     pub scratch_root: PathBuf,
     /// How often kept checkouts are looked at.
     pub sweep_every: Duration,
@@ -115,23 +118,28 @@ impl Housekeeping {
             .unwrap_or_default()
     }
 
-    /// Removes `leftovers` and the sandbox scratch dirs no run holds; returns how many
-    /// paths went.
+    /// Removes `leftovers`, the sandbox scratch dirs no run holds and the socket dirs no
+    /// running gateway owns; returns how many paths went.
     pub async fn remove_leftovers(&self, leftovers: Leftovers) -> usize {
         let root = self.config.scratch_root.clone();
-        let older_than = SystemTime::now()
+        let now = SystemTime::now();
+        let older_than = now
             .checked_sub(self.config.longest_run)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let scratch = tokio::task::spawn_blocking(move || {
-            rdev_agents::sandbox::sweep_scratch(&root, older_than)
+        let (scratch, sockets) = tokio::task::spawn_blocking(move || {
+            (
+                rdev_agents::sandbox::sweep_scratch(&root, older_than),
+                crate::gateway::socket_dir::sweep(&root, now),
+            )
         })
         .await
         .unwrap_or_default();
-        let removed = leftovers.remove(&self.git).await + scratch.len();
+        let removed = leftovers.remove(&self.git).await + scratch.len() + sockets.len();
         if removed > 0 {
             tracing::info!(
                 removed,
                 scratch = scratch.len(),
+                gateway_sockets = sockets.len(),
                 "swept what earlier runs left behind"
             );
         }

@@ -100,9 +100,16 @@ pub fn document_for(services: &Services) -> Value {
             &templates,
             "A template of this server (422 unknown_template).",
         );
-        for schema in ["BuildSpec", "CreateBody"] {
+        for schema in ["BuildSpec", "CreateBody", "ProjectChange"] {
             schemas[schema]["properties"]["template"] = t.clone();
         }
+    }
+    // A project follows Woodpecker by name or by id, never both (422 invalid_field).
+    let one_ci_repo = json!({"properties": {"woodpecker_repo": {"type": "string"},
+        "woodpecker_repo_id": {"type": "integer"}},
+        "required": ["woodpecker_repo", "woodpecker_repo_id"]});
+    for schema in ["CreateBody", "ProjectChange"] {
+        schemas[schema]["not"] = one_ci_repo.clone();
     }
     doc
 }

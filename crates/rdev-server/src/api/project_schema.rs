@@ -50,6 +50,9 @@ impl PartialSchema for ProjectChange {
             unreachable!("a struct derives an object schema");
         };
         object.required.clear();
+        // Neither can change: the name is in the path, and only rdev sets `created_repo`.
+        object.properties.remove("name");
+        object.properties.remove("created_repo");
         object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
         object.description = Some(
             "A JSON merge patch (RFC 7396) of the project: the fields to change. `name` \

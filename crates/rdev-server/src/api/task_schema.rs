@@ -107,3 +107,14 @@ pub struct Retried {
     pub status: TaskStatus,
     pub retry_of: TaskId,
 }
+
+/// One server-sent event of `GET /tasks/{id}/events`, as a client parses it: `event` the
+/// kind (`end` and `error` close the stream), `data` its JSON text, `id` the event's `seq`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseEvent {
+    pub event: String,
+    /// JSON: `{"seq","at","kind","payload"}`, `{"status"}` for `end`, `{"code","message"}`
+    /// for `error`.
+    pub data: String,
+    pub id: Option<String>,
+}

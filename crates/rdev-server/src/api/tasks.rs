@@ -20,7 +20,7 @@ use super::{
     error::ErrorBody,
     extract::{Path, Query},
     project_routes::parse_name,
-    task_schema::{CallbackDelivery, Retried, TaskDetail, TaskList, TaskView},
+    task_schema::{CallbackDelivery, Retried, SseEvent, TaskDetail, TaskList, TaskView},
     ApiError, AppState,
 };
 use crate::live::FeedItem;
@@ -195,7 +195,7 @@ async fn retry(
             `seq`, `event` its kind, `data` `{\"seq\",\"at\",\"kind\",\"payload\"}`), then \
             `end` with `{\"status\"}` once the task is finished; `error` with \
             `{\"code\",\"message\"}` if the store fails.",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = SseEvent),
         (status = 400, description = "codes: invalid_field", body = ErrorBody),
         (status = 404, description = "codes: not_found", body = ErrorBody),
     ))]

@@ -17,6 +17,7 @@ pub mod grants;
 pub mod keys;
 pub mod listener;
 pub mod meter;
+pub mod socket_dir;
 pub mod upstream;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -53,8 +54,8 @@ struct Inner {
     keys: keys::UpstreamKeys,
     store: Option<Arc<dyn Store>>,
     metrics: Metrics,
-    /// Holds the Unix socket; removed with the gateway.
-    _socket_dir: tempfile::TempDir,
+    /// Holds the Unix socket, locked while the gateway lives; removed with the gateway.
+    _socket_dir: socket_dir::SocketDir,
     socket: PathBuf,
     tcp: SocketAddr,
     relay_bin: Option<PathBuf>,
@@ -62,8 +63,8 @@ struct Inner {
 }
 
 impl Gateway {
-    /// Binds the Unix socket (in a private directory under the system's temporary
-    /// directory) and the loopback TCP listener, and serves both until [`Self::stop`]
+    /// Binds the Unix socket (in a private, locked directory under the system's temporary
+    /// directory: [`socket_dir`]) and the loopback TCP listener, and serves both until [`Self::stop`]
     /// (after the workers: agents finishing in the shutdown grace still need the model).
     /// `store`: where usage and events of tasks go (`None` for `rdev agent run`);
     /// `secrets`: where upstream keys given as `api_key_secret` are read (`None`: such an
@@ -79,11 +80,9 @@ impl Gateway {
             .connect_timeout(settings.connect_timeout)
             .build()
             .context("could not build the gateway's HTTP client")?;
-        let dir = tempfile::Builder::new()
-            .prefix("rdev-gw-")
-            .tempdir()
+        let dir = socket_dir::SocketDir::new_in(&std::env::temp_dir())
             .context("could not create the gateway's socket directory")?;
-        let socket = dir.path().join("gw.sock");
+        let socket = dir.socket();
         let unix = UnixListener::bind(&socket)
             .with_context(|| format!("could not listen on {}", socket.display()))?;
         let tcp = TcpListener::bind(settings.listen)

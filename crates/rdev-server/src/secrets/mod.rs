@@ -1,12 +1,14 @@
 //! The credential store's application side (SPEC 5): the master key ([`key`]), sealing with
 //! XChaCha20-Poly1305 ([`crypto`]), the [`SecretService`] that sets, lists, removes, reads
-//! for builds and rotates (auditing each), and the git token hand-off ([`git_auth`]).
+//! for builds and rotates (auditing each), what a build receives ([`Injection`]), and the
+//! git token hand-off ([`git_auth`]).
 //! Storage is the `SecretRepository` port (`rdev-store` adapts it); redaction is
 //! `rdev_core::Redactor`. Nothing here may log, print or return a plaintext value except
 //! through [`Injection`], which exists to hand values to a build.
 
 pub mod crypto;
 pub mod git_auth;
+mod injection;
 pub mod key;
 mod service;
 
@@ -16,8 +18,9 @@ use rdev_core::{ErrorCode, StoreError, ValidationError};
 
 pub use self::{
     git_auth::{git_auth_header_value, git_env},
+    injection::Injection,
     key::{KeySource, MasterKey},
-    service::{Injection, RotationReport, SecretService, MAX_SECRET_BYTES},
+    service::{RotationReport, SecretService, MAX_SECRET_BYTES},
 };
 
 /// What can go wrong with secrets. Messages name secrets and files, never values or keys.

@@ -18,7 +18,7 @@ use std::{
 };
 
 use rdev_core::{
-    AuditAction, AuditEntry, AuditFilter, Clock, InjectionPlan, KeyCheck, ProjectName, Redactor,
+    AuditAction, AuditEntry, AuditFilter, Clock, InjectionPlan, KeyCheck, ProjectName,
     RotatedSecret, Rotation, SealedSecret, SecretMeta, SecretName, SecretRepository, SecretScope,
     SecretString, StoreError, SystemClock,
 };
@@ -27,6 +27,7 @@ use rdev_store::{Db, SqlSecretRepository};
 use super::{
     crypto::{secret_aad, Cipher},
     git_auth::{git_auth_header_value, git_env},
+    injection::Injection,
     key::{KeySource, MasterKey},
     SecretError,
 };
@@ -37,41 +38,6 @@ pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 /// How often `set` retries when a concurrent writer took the next version number.
 const VERSION_RACE_RETRIES: usize = 5;
-
-/// The secrets a build receives, ready for the agent and git, and the redactor that must
-/// filter everything the build emits.
-#[derive(Clone)]
-pub struct Injection {
-    /// `(variable, value)` for the agent's environment.
-    pub env: Vec<(String, SecretString)>,
-    /// `GIT_CONFIG_*` variables carrying the git token (empty without one).
-    pub git_env: Vec<(String, String)>,
-    /// Replaces every injected value and its encodings.
-    pub redactor: Redactor,
-    /// Every value handed out with the name it goes by (the variable, or `git token`): the
-    /// values `redactor` covers, for push protection to look for by name.
-    known: Vec<(String, SecretString)>,
-}
-
-impl Injection {
-    /// `(name, value)` for every value handed to the build: environment values under
-    /// their variable's name, the git token and the header that carries it as `git token`.
-    pub fn known_values(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.known.iter().map(|(k, v)| (k.as_str(), v.expose()))
-    }
-}
-
-impl fmt::Debug for Injection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
-        let git: Vec<&str> = self.git_env.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("Injection")
-            .field("env", &env)
-            .field("git_env", &git)
-            .field("redactor", &self.redactor)
-            .finish()
-    }
-}
 
 /// What a key rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -470,13 +436,7 @@ impl SecretService {
             known.push((GIT_TOKEN.to_owned(), header));
             known.push((GIT_TOKEN.to_owned(), token));
         }
-        let redactor = Redactor::new(known.iter().map(|(_, v)| v.expose()));
-        Ok(Injection {
-            env,
-            git_env: git,
-            redactor,
-            known,
-        })
+        Ok(Injection::new(env, git, known))
     }
 
     /// Audit rows, newest first.

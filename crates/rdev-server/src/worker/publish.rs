@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The branch a build without `auto_deploy` pushes its work to.
-pub fn task_branch(task: TaskId) -> String {
+pub(super) fn task_branch(task: TaskId) -> String {
     format!("rdev/{task}")
 }
 

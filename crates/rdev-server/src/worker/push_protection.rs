@@ -1,6 +1,7 @@
 //! The worker's part of push protection (docs/security.md): right before a push, gathers
-//! every value rdev knows for this build (what it handed to the task, the project's
-//! callback signing secret, rdev's own API and CI tokens, the agents' keys), scans the
+//! every value rdev knows for this build (what it handed to the task, the attempt's and
+//! the shared agent server's gateway tokens, the project's callback signing secret, rdev's
+//! own API and CI tokens, the agents' keys), scans the
 //! commits to push ([`crate::scan`]), records the outcome as a `progress` event, and says
 //! whether the push may go ahead. With the project's `push_protection = "block"` (the
 //! default) a finding fails the task with `secret_in_commit`, not retried, and nothing is
@@ -57,6 +58,9 @@ pub(super) async fn check(
             }
         };
     let own = rdev_secrets(&deps.config);
+    // The injection also holds the attempt's gateway token; the shared agent server's
+    // token is the gateway's own.
+    let server_token = ("gateway server token", deps.gateway.server_token().expose());
     let known = injection
         .known_values()
         .chain(
@@ -64,6 +68,7 @@ pub(super) async fn check(
                 .as_ref()
                 .map(|s| ("callback signing secret", s.expose())),
         )
+        .chain(std::iter::once(server_token))
         .chain(own.iter().map(|(k, v)| (k.as_str(), v.expose())));
     let scanner = Arc::new(Scanner::new(known, allow));
     let report = match scan_push(ws, scanner, &ScanLimits::default()).await {

@@ -267,6 +267,8 @@ async fn build_in(
         Err(e) => return failed(e, true),
     };
     request.model_grant = Some(grant.model_grant());
+    // The attempt's gateway token must never be committed either (push protection).
+    let injection = &injection.with_value("gateway token", grant.token().clone());
     let (sink, forwarder) =
         events::forward(Arc::clone(&deps.store), task.id, injection.redactor.clone());
     let run_id = request.run_id;

@@ -320,6 +320,33 @@ async fn a_tiny_max_cost_ends_the_build_budget_exceeded_with_nothing_pushed() {
     );
 }
 
+/// The attempt's gateway token is a value push protection knows: a build that writes it
+/// into its checkout is refused with `secret_in_commit`, and nothing is pushed.
+#[tokio::test]
+async fn a_build_committing_its_gateway_token_is_refused_by_push_protection() {
+    let w = world(false, vec![], |_, _| {}).await;
+    let id = w
+        .build(json!({
+            "prompt": "@@bash echo \"$ANTHROPIC_API_KEY\" > token.txt\n@@reply saved",
+            "auto_deploy": true,
+        }))
+        .await;
+    let t = w.finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(error.starts_with("secret_in_commit: "), "{error}");
+    assert!(
+        error.contains("token.txt:1 known_value gateway token (plain)"),
+        "{error}"
+    );
+    assert_eq!(remote_head(&w.remote), None, "nothing was pushed");
+    assert_eq!(
+        t["attempts"].as_array().unwrap().len(),
+        1,
+        "not retried: {t}"
+    );
+}
+
 #[tokio::test]
 async fn with_the_first_upstreams_down_or_overloaded_the_build_completes_through_the_last() {
     let down = {

@@ -190,13 +190,21 @@ async fn an_upstream_key_in_the_credential_store_is_read_when_forwarding_and_nev
         "nothing sent without its key"
     );
 
-    // The skipped upstream is a failover event and a metric, naming the secret.
-    let events = store.events_since(task.id, 0, 100).await.unwrap();
-    let failovers: Vec<String> = events
-        .iter()
-        .filter(|e| e.kind == "gateway_failover")
-        .map(|e| e.payload.to_string())
-        .collect();
+    // The skipped upstream is a failover event (stored in the background) and a metric,
+    // naming the secret.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let failovers: Vec<String> = loop {
+        let events = store.events_since(task.id, 0, 100).await.unwrap();
+        let failovers: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind == "gateway_failover")
+            .map(|e| e.payload.to_string())
+            .collect();
+        if failovers.len() == 4 || tokio::time::Instant::now() > deadline {
+            break failovers;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(failovers.len(), 4, "{failovers:?}");
     assert!(
         failovers[0].contains("\"reason\":\"key\"") && failovers[0].contains("gateway/NOT_SET_YET"),

@@ -1,6 +1,7 @@
 //! Nothing grows without bound: a finished build leaves no checkout and no agent config
 //! dir behind, a failed one keeps both for debugging until the sweep finds them older than
-//! `keep_failed_workspaces_hours`, leftovers of crashed runs are swept at start-up, and
+//! `keep_failed_workspaces_hours`, leftovers of crashed runs (and the socket dirs of killed
+//! gateways) are swept at start-up, and
 //! `/metrics` reports the data directory's size. Real `claude` CLI against the scripted
 //! model; time is passed to the sweep rather than waited for.
 
@@ -217,4 +218,27 @@ async fn start_up_sweeps_crashed_runs_and_metrics_report_the_data_dir_size() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A killed rdev's gateway left its socket dir in the temporary directory: the next
+/// start-up removes it, and leaves a directory a running gateway holds.
+#[tokio::test]
+async fn start_up_sweeps_the_socket_dirs_of_killed_gateways_but_not_live_ones() {
+    use rdev_server::gateway::socket_dir::{SocketDir, PREFIX, SOCKET};
+    let tmp = std::env::temp_dir();
+    let killed = tmp.join(format!("{PREFIX}killed-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&killed).unwrap();
+    std::fs::write(killed.join(".lock"), "").unwrap();
+    drop(std::os::unix::net::UnixListener::bind(killed.join(SOCKET)).unwrap());
+    // Another rdev's, running (this process holds its lock and listens on its socket).
+    let live = SocketDir::new_in(&tmp).unwrap();
+    let _listening = std::os::unix::net::UnixListener::bind(live.socket()).unwrap();
+
+    let _app = spawn_app_configured(None, |_| {}).await;
+    wait_until(
+        "the killed gateway's socket dir is swept at start-up",
+        || !killed.exists(),
+    )
+    .await;
+    assert!(live.socket().exists(), "a live gateway's dir stays");
 }
