@@ -60,14 +60,22 @@ impl SessionAttribution for NoSessions {
     fn attribute(&self, _: &str) {}
 }
 
-/// A stand-in for rdev's gateway: a Unix socket whose connections go to `target` (the
-/// scripted model), and the relay the sandbox starts under.
+/// A stand-in for rdev's gateway: a Unix socket taking the connections the relay hands
+/// over and carrying them to `target` (the scripted model), and the relay the sandbox
+/// starts under.
 fn gateway_stand_in(dir: &Path, target: std::net::SocketAddr) -> GatewayLink {
+    use rdev_agents::sandbox::handoff::{into_tcp, receive_first, First};
     let socket = dir.join("gw.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
-        while let Ok((mut inside, _)) = listener.accept().await {
+        while let Ok((unix, _)) = listener.accept().await {
             tokio::spawn(async move {
+                let Ok(First::HandedOff(fd)) = receive_first(&unix).await else {
+                    return;
+                };
+                let Ok(mut inside) = into_tcp(fd) else {
+                    return;
+                };
                 if let Ok(mut outside) = tokio::net::TcpStream::connect(target).await {
                     let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
                 }

@@ -22,7 +22,10 @@ use rdev_agents::sandbox::{SandboxConfig, SandboxMode};
 use rdev_core::{RequestLimits, SecretString};
 use serde::Deserialize;
 
-pub use self::gateway::{GatewayConfig, GatewaySettings, Upstream, UpstreamAuth, UpstreamConfig};
+pub use self::gateway::{
+    DerivedKey, DerivedUpstream, GatewayConfig, GatewaySettings, Upstream, UpstreamAuth,
+    UpstreamConfig, DERIVED_SOURCES,
+};
 
 /// Where logs go and how they look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

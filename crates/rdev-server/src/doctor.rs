@@ -1,9 +1,11 @@
 //! `rdev doctor`: checks the set-up a build depends on and says, one line per check, what
 //! is fine, what is worth a look and what will make builds fail, each non-ok line with its
 //! fix. The checks: git, node, the agent CLIs against the pinned versions, the sandbox,
-//! model credentials per enabled provider (and, unless offline, one cheap authenticated
-//! call to the configured endpoint), the database and its migrations, the data directory,
-//! the master key file, Woodpecker and the API token posture.
+//! model credentials per enabled provider (the model gateway's upstream key for the agents
+//! whose calls go through it; unless offline, one cheap authenticated call to the
+//! endpoint), the database and its migrations, the data directory, the master key file,
+//! the gateway's upstream keys in the credential store, Woodpecker and the API token
+//! posture.
 //!
 //! It reports; it changes nothing (no file created, no migration run, no key written).
 //! Provider readiness ([`readiness`]) and the credential lookup ([`credentials`]) live
@@ -179,6 +181,7 @@ pub async fn run(config: &Config, options: Options) -> Report {
     checks.push(database);
     checks.push(system::data_dir(config));
     checks.push(system::master_key(config));
+    checks.extend(system::gateway_keys(config, db.as_ref()).await);
     checks.push(probe::woodpecker(config, options.offline).await);
     checks.push(system::api_tokens(config, db.as_ref()).await);
     if let Some(db) = db {

@@ -180,3 +180,34 @@ fn bad_input_fails_clearly_and_values_never_come_from_argv() {
         text(&out)
     );
 }
+
+/// The model gateway's upstream keys live in the `gateway` scope: set, listed and removed
+/// like any other, never printed.
+#[test]
+fn the_gateway_scope_holds_upstream_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = rdev(
+        dir,
+        &["set", "gateway", "ANTHROPIC_KEY"],
+        "sk-ant-cli-upstream\n",
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("stored gateway/ANTHROPIC_KEY version 1"),
+        "{}",
+        text(&out)
+    );
+    let out = rdev(dir, &["list", "gateway", "--json"], "", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["scope"], "gateway", "{listed}");
+    assert_eq!(listed[0]["name"], "ANTHROPIC_KEY", "{listed}");
+    assert!(!text(&out).contains("sk-ant-cli-upstream"));
+    let out = rdev(dir, &["rm", "gateway", "ANTHROPIC_KEY"], "", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = rdev(dir, &["set", "gateways", "X"], "v\n", &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("\"gateway\""), "{}", text(&out));
+}

@@ -157,6 +157,34 @@ fn parse_url(name: &str, url: &str) -> Result<url::Url, ConfigError> {
     Ok(parsed)
 }
 
+/// Where the default upstream's settings were found, in the order they are looked up.
+pub const DERIVED_SOURCES: [&str; 3] = [
+    "agents.claude_code.env",
+    "agents.opencode.server.env",
+    "rdev's environment",
+];
+
+/// The one upstream used when none is configured, as found in the agents' configuration
+/// and rdev's environment, with where each part came from.
+#[derive(Debug, Clone, Default)]
+pub struct DerivedUpstream {
+    /// `ANTHROPIC_BASE_URL` as found (trailing `/v1` included), and where.
+    pub base_url: Option<(String, &'static str)>,
+    /// The key: `ANTHROPIC_API_KEY`, else `ANTHROPIC_AUTH_TOKEN` (sent as a bearer token).
+    pub key: Option<DerivedKey>,
+}
+
+/// The default upstream's key and where it was found.
+#[derive(Debug, Clone)]
+pub struct DerivedKey {
+    /// The variable it was found under.
+    pub var: &'static str,
+    pub value: SecretString,
+    pub auth: UpstreamAuth,
+    /// One of [`DERIVED_SOURCES`].
+    pub source: &'static str,
+}
+
 /// An upstream's `api_key_secret`, checked: a secret name, not reserved, and not given
 /// together with `api_key_env`.
 fn upstream_secret(upstream: &str, name: &str, has_env: bool) -> Result<SecretName, ConfigError> {
@@ -175,10 +203,49 @@ impl Config {
     /// without `[[gateway.upstreams]]`, the one upstream the agents' configuration names:
     /// `ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` (or, sent as a bearer token,
     /// `ANTHROPIC_AUTH_TOKEN`) from `[agents.claude_code] env`, else
-    /// `[agents.opencode.server] env`, else rdev's environment. A key variable that is named
-    /// but unset is an error.
+    /// `[agents.opencode.server] env`, else rdev's environment ([`Self::derived_upstream`]).
+    /// A key variable that is named but unset is an error.
     pub fn gateway_settings(&self) -> Result<GatewaySettings, ConfigError> {
         self.gateway_settings_from(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// The default upstream's settings: each variable from `[agents.claude_code] env`, else
+    /// `[agents.opencode.server] env`, else rdev's environment (through `env`). A blank
+    /// value in a table hides the places after it, as it hid them from the agents.
+    pub fn derived_upstream(&self, env: &impl Fn(&str) -> Option<String>) -> DerivedUpstream {
+        let tables = [
+            &self.agents.claude_code.env,
+            &self.agents.opencode.server.env,
+        ];
+        let get = |name: &str| -> Option<(String, &'static str)> {
+            for (table, source) in tables.iter().zip(DERIVED_SOURCES) {
+                if let Some(v) = table.get(name) {
+                    let v = v.expose().trim();
+                    return (!v.is_empty()).then(|| (v.to_owned(), source));
+                }
+            }
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|v| (v, DERIVED_SOURCES[2]))
+        };
+        let key = [
+            ("ANTHROPIC_API_KEY", UpstreamAuth::ApiKey),
+            ("ANTHROPIC_AUTH_TOKEN", UpstreamAuth::Bearer),
+        ]
+        .into_iter()
+        .find_map(|(var, auth)| {
+            get(var).map(|(value, source)| DerivedKey {
+                var,
+                value: SecretString::new(value),
+                auth,
+                source,
+            })
+        });
+        DerivedUpstream {
+            base_url: get("ANTHROPIC_BASE_URL"),
+            key,
+        }
     }
 
     /// [`Self::gateway_settings`] with environment lookups through `env` (tests).
@@ -188,33 +255,21 @@ impl Config {
     ) -> Result<GatewaySettings, ConfigError> {
         let g = &self.gateway;
         let upstreams = if g.upstreams.is_empty() {
-            let from = |map: &BTreeMap<String, SecretString>, k: &str| {
-                map.get(k)
-                    .map(|v| v.expose().to_owned())
-                    .filter(|v| !v.is_empty())
-            };
-            let (claude, opencode) = (
-                &self.agents.claude_code.env,
-                &self.agents.opencode.server.env,
-            );
-            let get = |k: &str| {
-                from(claude, k)
-                    .or_else(|| from(opencode, k))
-                    .or_else(|| env(k))
-            };
+            let derived = self.derived_upstream(&env);
             // OpenCode's provider takes the API version in its base URL; the gateway adds
             // the request's own path.
-            let base = get("ANTHROPIC_BASE_URL")
-                .map(|b| b.trim_end_matches('/').trim_end_matches("/v1").to_owned())
+            let base = derived
+                .base_url
+                .map(|(b, _)| b.trim_end_matches('/').trim_end_matches("/v1").to_owned())
                 .unwrap_or_else(|| DEFAULT_UPSTREAM_URL.into());
-            let (api_key, auth) = match get("ANTHROPIC_API_KEY") {
-                Some(k) => (Some(k), UpstreamAuth::ApiKey),
-                None => (get("ANTHROPIC_AUTH_TOKEN"), UpstreamAuth::Bearer),
+            let (api_key, auth) = match derived.key {
+                Some(k) => (Some(k.value), k.auth),
+                None => (None, UpstreamAuth::ApiKey),
             };
             vec![Upstream {
                 name: "default".into(),
                 base_url: parse_url("default", &base)?,
-                api_key: api_key.map(SecretString::new),
+                api_key,
                 api_key_secret: None,
                 auth,
             }]

@@ -4,18 +4,21 @@
 //! API, the worker, `GET /agents`, `/readyz` and `rdev doctor` all ask it, so pointing it
 //! somewhere else (a model gateway's upstream settings) changes every answer at once.
 //!
-//! It reads what the adapters would hand the agent: Claude Code's `agents.claude_code.env`
-//! over the variables `inherit_env` passes through; OpenCode's server configuration
-//! (`server.config_content` / `server.config_file`), `server.env` over its inherited
-//! variables, and the server's own `auth.json`. It never logs or returns a value except
-//! inside a [`SecretString`].
+//! Agents whose model calls go through rdev's gateway (Claude Code run locally, OpenCode's
+//! `anthropic` provider) hold a per-attempt token, not a key: for them it reads the
+//! gateway's upstreams ([`gateway`]). Otherwise it reads what the adapters would hand the
+//! agent: the pod's `agents.claude_code.env` for Claude Code over kubectl; OpenCode's server
+//! configuration (`server.config_content` / `server.config_file`), `server.env` over its
+//! inherited variables, and the server's own `auth.json` for its other providers. It never
+//! logs or returns a value except inside a [`SecretString`].
 
+mod gateway;
 mod opencode;
 
 use std::collections::BTreeMap;
 
 use rdev_agents::{claude_code::TransportConfig, env::pattern_matches};
-use rdev_core::{AgentProvider, ErrorCode, SecretString};
+use rdev_core::{AgentProvider, ErrorCode, SecretName, SecretString};
 
 use crate::config::Config;
 
@@ -93,6 +96,12 @@ pub struct ModelEndpoint {
 pub enum Credentials {
     /// A credential (or a keyless endpoint) rdev can see.
     Found(ModelEndpoint),
+    /// A key in the credential store (`gateway` scope), read by the model gateway when it
+    /// forwards; `endpoint` has no credential. `rdev doctor` checks that the secret exists.
+    Stored {
+        endpoint: ModelEndpoint,
+        secret: SecretName,
+    },
     /// Held where rdev cannot look (a pod, an external server, a cloud provider's own
     /// credentials); taken as configured. The text says where.
     Elsewhere(String),
@@ -124,7 +133,7 @@ pub fn model_credentials_in(
 pub fn check_configured(config: &Config, id: &str) -> Result<(), NotConfigured> {
     match model_credentials(config, id) {
         Credentials::Missing(e) => Err(e),
-        Credentials::Found(_) | Credentials::Elsewhere(_) => Ok(()),
+        Credentials::Found(_) | Credentials::Stored { .. } | Credentials::Elsewhere(_) => Ok(()),
     }
 }
 
@@ -172,26 +181,27 @@ const CLAUDE_CLOUD: [&str; 2] = ["CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VER
 
 fn claude_code(config: &Config, lookup: &dyn Fn(&str) -> Option<String>) -> Credentials {
     let cc = &config.agents.claude_code;
-    let local = cc.transport == TransportConfig::Local;
+    if cc.transport == TransportConfig::Local {
+        let model = env_view(
+            &cc.inherit_env,
+            &cc.env,
+            "agents.claude_code.env",
+            &["ANTHROPIC_MODEL"],
+            lookup,
+        )
+        .remove("ANTHROPIC_MODEL")
+        .map(|(v, _)| v.expose().to_owned());
+        return gateway::upstream(config, lookup, AgentProvider::CLAUDE_CODE, model);
+    }
+    // kubectl: the pod's CLI gets `agents.claude_code.env` (rdev's inherited variables go
+    // to kubectl itself), and calls the model from the pod, not through the gateway.
     let wanted: Vec<&str> = CLAUDE_CREDENTIALS
         .iter()
         .map(|(n, _)| *n)
         .chain(CLAUDE_CLOUD)
         .chain(["ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL"])
         .collect();
-    // kubectl passes rdev's inherited variables to kubectl itself, not into the pod.
-    let patterns = if local {
-        cc.inherit_env.clone()
-    } else {
-        Vec::new()
-    };
-    let env = env_view(
-        &patterns,
-        &cc.env,
-        "agents.claude_code.env",
-        &wanted,
-        lookup,
-    );
+    let env = env_view(&[], &cc.env, "agents.claude_code.env", &wanted, lookup);
     if let Some(switch) = CLAUDE_CLOUD.iter().find(|n| env.contains_key(**n)) {
         return Credentials::Elsewhere(format!(
             "{switch} is set: Claude Code uses the cloud provider's own credentials"
@@ -200,60 +210,28 @@ fn claude_code(config: &Config, lookup: &dyn Fn(&str) -> Option<String>) -> Cred
     let found = CLAUDE_CREDENTIALS
         .iter()
         .find_map(|(name, kind)| env.get(*name).map(|v| (*name, *kind, v)));
-    let base = env.get("ANTHROPIC_BASE_URL");
-    if let Some((name, kind, (value, source))) = found {
-        let base_url = base.map_or(ANTHROPIC_API, |(v, _)| v.expose());
-        return Credentials::Found(ModelEndpoint {
-            api: ModelApi::Anthropic,
-            base_url: format!("{}/v1", base_url.trim_end_matches('/')),
-            credential: Some(Credential {
-                kind,
-                name: name.to_owned(),
-                value: value.clone(),
-            }),
-            model: env
-                .get("ANTHROPIC_MODEL")
-                .map(|(v, _)| v.expose().to_owned()),
-            source: (*source).to_owned(),
-        });
-    }
-    if !local {
+    let Some((name, kind, (value, source))) = found else {
         return Credentials::Elsewhere(
             "kubectl transport: the pod's own environment may hold the credentials, which \
              rdev cannot see from here"
                 .into(),
         );
-    }
-    let mut missing = "none of ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, \
-                       CLAUDE_CODE_OAUTH_TOKEN is set in agents.claude_code.env or passed \
-                       from rdev's environment"
-        .to_owned();
-    if let Some((_, source)) = base {
-        missing.push_str(&format!(
-            " (ANTHROPIC_BASE_URL is set in {source}, but an endpoint needs a key or token too)"
-        ));
-    }
-    let withheld: Vec<&str> = CLAUDE_CREDENTIALS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| lookup(n).is_some_and(|v| !v.trim().is_empty()))
-        .filter(|n| !pattern_matches(&cc.inherit_env, n))
-        .collect();
-    if !withheld.is_empty() {
-        missing.push_str(&format!(
-            " ({} is in rdev's environment, but agents.claude_code.inherit_env does not pass \
-             it on)",
-            withheld.join(", ")
-        ));
-    }
-    Credentials::Missing(NotConfigured {
-        provider: AgentProvider::CLAUDE_CODE.to_owned(),
-        missing,
-        fix: "for Anthropic's API set RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_API_KEY=<key>; \
-              for a compatible endpoint set RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_BASE_URL=<url> \
-              and RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_AUTH_TOKEN=<token> (or the same \
-              names under [agents.claude_code.env] in rdev.toml); then run `rdev doctor`"
-            .to_owned(),
+    };
+    let base_url = env
+        .get("ANTHROPIC_BASE_URL")
+        .map_or(ANTHROPIC_API, |(v, _)| v.expose());
+    Credentials::Found(ModelEndpoint {
+        api: ModelApi::Anthropic,
+        base_url: format!("{}/v1", base_url.trim_end_matches('/')),
+        credential: Some(Credential {
+            kind,
+            name: name.to_owned(),
+            value: value.clone(),
+        }),
+        model: env
+            .get("ANTHROPIC_MODEL")
+            .map(|(v, _)| v.expose().to_owned()),
+        source: (*source).to_owned(),
     })
 }
 
@@ -326,36 +304,50 @@ mod tests {
     }
 
     #[test]
-    fn claude_code_without_a_key_names_what_is_withheld_and_how_to_set_it() {
+    fn claude_code_run_locally_needs_the_gateways_key_and_over_kubectl_its_pods() {
+        // Agents get a token, not a key: what `inherit_env` passes to them does not matter,
+        // the gateway reads rdev's environment itself.
         let mut c = Config::default();
         c.agents.claude_code.inherit_env = vec!["PATH".into()];
-        let e = missing(claude(&c, &[("ANTHROPIC_API_KEY", "k")]));
-        assert!(e.missing.contains("inherit_env does not pass it on"), "{e}");
+        let e = found(claude(&c, &[("ANTHROPIC_API_KEY", "k")]));
+        assert_eq!(e.source, "rdev's environment");
+        let e = missing(claude(&c, &[]));
         assert!(
             e.fix
                 .contains("RDEV_AGENTS__CLAUDE_CODE__ENV__ANTHROPIC_API_KEY=<key>"),
             "{e}"
         );
-        assert!(
-            !e.to_string().contains("=k"),
-            "no value in the message: {e}"
-        );
 
-        let e = found(claude(
-            &Config::default(),
-            &[("CLAUDE_CODE_OAUTH_TOKEN", "o")],
-        ));
-        assert_eq!(e.credential.unwrap().kind, CredentialKind::OAuth);
-        assert!(matches!(
-            claude(&Config::default(), &[("CLAUDE_CODE_USE_BEDROCK", "1")]),
-            Credentials::Elsewhere(_)
-        ));
+        // A subscription token or a cloud switch never reaches the model through the
+        // gateway: no credentials, and the message says why.
+        for (var, value) in [
+            ("CLAUDE_CODE_OAUTH_TOKEN", "oauth-token-value"),
+            ("CLAUDE_CODE_USE_BEDROCK", "1"),
+        ] {
+            let e = missing(claude(&Config::default(), &[(var, value)]));
+            assert!(e.missing.contains(&format!("{var} is set")), "{e}");
+            assert!(!e.to_string().contains("oauth-token-value"), "{e}");
+        }
+
+        // Over kubectl the pod calls the model itself, with its own environment.
         c.agents.claude_code.transport = TransportConfig::Kubectl(KubectlConfig {
             kubectl_bin: "/usr/bin/kubectl".into(),
             pod: "agent".into(),
             namespace: None,
             container: None,
         });
+        assert!(matches!(claude(&c, &[]), Credentials::Elsewhere(_)));
+        set(&mut c.agents.claude_code.env, "ANTHROPIC_AUTH_TOKEN", "pod");
+        let e = found(claude(
+            &c,
+            &[("ANTHROPIC_API_KEY", "not-passed-to-the-pod")],
+        ));
+        assert_eq!(e.credential.unwrap().kind, CredentialKind::Bearer);
+        set(
+            &mut c.agents.claude_code.env,
+            "CLAUDE_CODE_USE_BEDROCK",
+            "1",
+        );
         assert!(matches!(claude(&c, &[]), Credentials::Elsewhere(_)));
     }
 }

@@ -72,6 +72,17 @@ pub(super) fn credentials(config: &Config, id: &str) -> (Option<ModelEndpoint>, 
             let check = Check::ok(name, format!("{what}{at}{model}"));
             (Some(endpoint), check)
         }
+        Credentials::Stored { endpoint, secret } => (
+            None,
+            Check::ok(
+                name,
+                format!(
+                    "key from the credential store (gateway/{secret}, read by the model \
+                     gateway when it forwards; see the gateway keys check) for {}",
+                    shown(&endpoint.base_url)
+                ),
+            ),
+        ),
         Credentials::Elsewhere(why) => (
             None,
             Check::warning(

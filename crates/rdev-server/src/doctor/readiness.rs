@@ -171,7 +171,9 @@ impl Readiness {
                 reason: e.missing,
                 fix: e.fix,
             },
-            Credentials::Found(_) | Credentials::Elsewhere(_) => ProviderState::Ready,
+            Credentials::Found(_) | Credentials::Stored { .. } | Credentials::Elsewhere(_) => {
+                ProviderState::Ready
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! rdev's own state: the database (reachable, schema current), the data directory
-//! (writable, free space), the master key file (mode 0600) and who may call the API. Nothing
-//! is created or changed: a missing SQLite file, data directory or key file is reported as
+//! (writable, free space), the master key file (mode 0600), the gateway's upstream keys in
+//! the credential store (present; never read) and who may call the API. Nothing is created
+//! or changed: a missing SQLite file, data directory or key file is reported as
 //! what `rdev serve` will create.
 
 use std::{
@@ -9,8 +10,8 @@ use std::{
     time::Duration,
 };
 
-use rdev_core::SecretString;
-use rdev_store::{db::redact_url, Db, SqlTokenStore};
+use rdev_core::{SecretRepository, SecretScope, SecretString};
+use rdev_store::{db::redact_url, Db, SqlSecretRepository, SqlTokenStore};
 
 use super::Check;
 use crate::{
@@ -277,4 +278,76 @@ pub(super) async fn api_tokens(config: &Config, db: Option<&Db>) -> Check {
             create,
         )
     }
+}
+
+/// The credential-store secrets `[[gateway.upstreams]]` take their keys from
+/// (`api_key_secret`) exist: looked up by name in the `gateway` scope, never read. `None`
+/// when no upstream keeps its key there.
+pub(super) async fn gateway_keys(config: &Config, db: Option<&Db>) -> Option<Check> {
+    const NAME: &str = "gateway keys";
+    let wanted: Vec<(&str, &str)> = config
+        .gateway
+        .upstreams
+        .iter()
+        .filter_map(|u| Some((u.name.as_str(), u.api_key_secret.as_deref()?)))
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let Some(db) = db else {
+        return Some(Check::warning(
+            NAME,
+            "not checked: the database did not open",
+            "fix the database first, then run `rdev doctor` again",
+        ));
+    };
+    let stored = match SqlSecretRepository::new(db.clone())
+        .list(Some(&SecretScope::Gateway))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(Check::warning(
+                NAME,
+                format!("not checked: the credential store could not be listed: {e}"),
+                "run `rdev migrate`, then `rdev doctor` again",
+            ))
+        }
+    };
+    let version = |secret: &str| {
+        stored
+            .iter()
+            .find(|m| m.name.as_str() == secret)
+            .map(|m| m.version)
+    };
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(_, secret)| version(secret).is_none())
+        .map(|(_, secret)| *secret)
+        .collect();
+    let listed = |f: &dyn Fn(&str, &str) -> String| -> String {
+        wanted
+            .iter()
+            .map(|(upstream, secret)| f(upstream, secret))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(match missing.first() {
+        None => Check::ok(
+            NAME,
+            listed(&|u, s| format!("{u}: gateway/{s} v{}", version(s).unwrap_or_default())),
+        ),
+        Some(first) => Check::error(
+            NAME,
+            format!(
+                "not in the credential store: {}; calls skip those upstreams",
+                missing
+                    .iter()
+                    .map(|s| format!("gateway/{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!("store each key: `rdev secret set gateway {first} < key-file`"),
+        ),
+    })
 }

@@ -283,3 +283,70 @@ async fn the_api_token_posture_is_reported() {
     let report = doctor::run(&c, Options { offline: true }).await;
     assert_status(&report, "api tokens", Status::Ok);
 }
+
+/// The agents hold a token, not a key: with `[[gateway.upstreams]]` the credentials check
+/// and the probe use the gateway's first upstream, whose key may be in the credential store
+/// (checked by name, never read or probed).
+#[tokio::test]
+async fn the_gateways_upstream_key_is_what_is_checked_and_probed() {
+    use rdev_core::{SecretName, SecretScope};
+    use rdev_server::{config::UpstreamConfig, secrets::SecretService};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::start_with_api_key(KEY).await.unwrap();
+    let mut c = config(dir.path(), &model);
+    // The agents' own settings name another endpoint and a key the model refuses.
+    c.agents.claude_code.env = claude_env("http://127.0.0.1:9", "not-the-key");
+    let env = rdev_testkit::ProcessEnv::set("RDEV_TEST_DOCTOR_UPSTREAM_KEY", KEY).await;
+    c.gateway.upstreams = vec![UpstreamConfig {
+        name: "primary".into(),
+        base_url: model.base_url(),
+        api_key_env: Some("RDEV_TEST_DOCTOR_UPSTREAM_KEY".into()),
+        api_key_secret: None,
+        auth: Default::default(),
+    }];
+    let report = doctor::run(&c, Options::default()).await;
+    let line = assert_status(&report, "claude-code credentials", Status::Ok);
+    assert!(
+        line.contains("RDEV_TEST_DOCTOR_UPSTREAM_KEY from gateway upstream primary"),
+        "{line}"
+    );
+    assert_status(&report, "claude-code endpoint", Status::Ok);
+    let calls = model.requests();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].status, 200, "probed with the upstream's key");
+    assert!(report.checks.iter().all(|c| c.check != "gateway keys"));
+    drop(env);
+
+    // The key in the credential store: its secret must exist; it is not read or probed.
+    c.gateway.upstreams[0].api_key_env = None;
+    c.gateway.upstreams[0].api_key_secret = Some("PRIMARY_KEY".into());
+    let db = rdev_server::services::open_database(&c.database_url)
+        .await
+        .unwrap();
+    let report = doctor::run(&c, Options::default()).await;
+    let line = assert_status(&report, "claude-code credentials", Status::Ok);
+    assert!(line.contains("gateway/PRIMARY_KEY"), "{line}");
+    let line = assert_status(&report, "gateway keys", Status::Error);
+    assert!(
+        line.contains("gateway/PRIMARY_KEY")
+            && line.contains("rdev secret set gateway PRIMARY_KEY"),
+        "{line}"
+    );
+    let secrets = SecretService::from_config(&c, db.clone()).unwrap();
+    secrets
+        .set(
+            &SecretScope::Gateway,
+            &SecretName::parse("PRIMARY_KEY").unwrap(),
+            &SecretString::new(KEY),
+            "test",
+        )
+        .await
+        .unwrap();
+    let report = doctor::run(&c, Options::default()).await;
+    let line = assert_status(&report, "gateway keys", Status::Ok);
+    assert!(line.contains("primary: gateway/PRIMARY_KEY v1"), "{line}");
+    assert!(!report.render().contains(KEY), "{}", report.render());
+    assert_eq!(model.requests().len(), 1, "a stored key is not probed");
+    db.close().await;
+}

@@ -1,14 +1,16 @@
-//! OpenCode's model credentials: the key of the provider its model names, found in the
-//! supervised server's configuration (`config_content` / `config_file`), its environment
-//! (`server.env` over what `inherit_env` passes through), or its own `auth.json`. A server
-//! given by `url` keeps its own settings and is not judged.
+//! OpenCode's model credentials: for its `anthropic` provider, which rdev points at the
+//! model gateway, the gateway's upstream key ([`super::gateway`]); for any other, the key
+//! of the provider its model names, found in the supervised server's configuration
+//! (`config_content` / `config_file`), its environment (`server.env` over what
+//! `inherit_env` passes through), or its own `auth.json`. A server given by `url` keeps its
+//! own settings and is not judged.
 
 use rdev_agents::{env::pattern_matches, opencode::ModelRef};
 use rdev_core::{AgentProvider, SecretString};
 use serde_json::Value;
 
 use super::{
-    env_view, Credential, CredentialKind, Credentials, EnvView, ModelApi, ModelEndpoint,
+    env_view, gateway, Credential, CredentialKind, Credentials, EnvView, ModelApi, ModelEndpoint,
     NotConfigured,
 };
 use crate::config::Config;
@@ -99,14 +101,28 @@ pub(super) fn credentials(config: &Config, lookup: &dyn Fn(&str) -> Option<Strin
             .chain(OPENCODE_PROVIDERS.iter().map(|p| p.id.to_owned()))
             .collect(),
     };
+    let model_id = model
+        .as_deref()
+        .and_then(|m| ModelRef::parse(m).ok())
+        .map(|m| m.model_id);
+    // The `anthropic` provider's endpoint and key are the gateway's, whatever the OpenCode
+    // configuration says: its calls need the gateway's upstream key.
+    let through_gateway =
+        || gateway::upstream(config, lookup, AgentProvider::OPENCODE, model_id.clone());
+    if chosen.as_deref() == Some(gateway::OPENCODE_PROVIDER) {
+        return through_gateway();
+    }
     for id in &candidates {
+        if id == gateway::OPENCODE_PROVIDER {
+            match through_gateway() {
+                Credentials::Missing(_) => continue,
+                found => return found,
+            }
+        }
         if let Some(found) = opencode_provider(id, &file, &env, &auth, &inherited) {
             return match found {
                 Credentials::Found(mut e) => {
-                    e.model = model
-                        .as_deref()
-                        .and_then(|m| ModelRef::parse(m).ok())
-                        .map(|m| m.model_id);
+                    e.model = model_id;
                     Credentials::Found(e)
                 }
                 other => other,
@@ -277,28 +293,37 @@ mod tests {
         let mut c = Config::default();
         c.agents.opencode.server.state_dir = Some("/nonexistent/state".into());
         let content = |json: serde_json::Value| Some(SecretString::new(json.to_string()));
+        // The `anthropic` provider's endpoint and key are the gateway's: a key in the
+        // OpenCode configuration is not used, the gateway's upstream key is.
         c.agents.opencode.server.config_content = content(serde_json::json!({
             "model": "anthropic/claude-sonnet-4-5",
             "provider": {"anthropic": {"options": {"baseURL": "http://m:1/v1/", "apiKey": "k1"}}}
         }));
+        let e = missing(opencode(&c, &[]));
+        assert!(e.missing.contains("model gateway"), "{e}");
+        set(&mut c.agents.opencode.server.env, "ANTHROPIC_API_KEY", "k0");
         let e = found(opencode(&c, &[]));
         assert_eq!(
-            (e.api, e.base_url.as_str()),
-            (ModelApi::Anthropic, "http://m:1/v1")
+            (e.api, e.base_url.as_str(), e.source.as_str()),
+            (
+                ModelApi::Anthropic,
+                "https://api.anthropic.com/v1",
+                "agents.opencode.server.env"
+            )
         );
         assert_eq!(e.model.as_deref(), Some("claude-sonnet-4-5"));
-        assert_eq!(e.credential.unwrap().value.expose(), "k1");
+        assert_eq!(e.credential.unwrap().value.expose(), "k0");
 
         // `{env:NAME}` is looked up where the server gets its environment.
         c.agents.opencode.server.config_content = content(serde_json::json!({
-            "model": "anthropic/claude-sonnet-4-5",
-            "provider": {"anthropic": {"options": {"apiKey": "{env:MY_KEY}"}}}
+            "model": "openrouter/x/y",
+            "provider": {"openrouter": {"options": {"apiKey": "{env:MY_KEY}"}}}
         }));
         missing(opencode(&c, &[("MY_KEY", "not-inherited")]));
         set(&mut c.agents.opencode.server.env, "MY_KEY", "k2");
         let e = found(opencode(&c, &[]));
         assert_eq!(e.credential.unwrap().value.expose(), "k2");
-        assert_eq!(e.base_url, "https://api.anthropic.com/v1");
+        assert_eq!(e.base_url, "https://openrouter.ai/api/v1");
 
         // OPENAI_API_KEY is not inherited by default; configured, it is found.
         c.agents.opencode.server.config_content = None;
