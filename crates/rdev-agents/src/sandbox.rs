@@ -39,7 +39,7 @@ mod scratch;
 pub use args::bwrap_args;
 use args::{namespace_args, relay_args, system_args};
 use rdev_core::SecretString;
-pub use scratch::{sweep_scratch, Scratch, SCRATCH_PREFIX};
+pub use scratch::{sweep_locked_dirs, sweep_scratch, Scratch, SCRATCH_PREFIX};
 
 /// The loopback port inside a sandbox where the relay reaches rdev's gateway (the model
 /// API and the egress proxy).

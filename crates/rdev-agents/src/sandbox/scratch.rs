@@ -74,30 +74,45 @@ impl Scratch {
 /// `older_than` (the caller passes now minus the longest possible run), and not locked by
 /// a live run. Returns what it removed. Blocking; symlinks are never followed.
 pub fn sweep_scratch(root: &Path, older_than: SystemTime) -> Vec<PathBuf> {
+    sweep_locked_dirs(root, SCRATCH_PREFIX, LOCK, "sandbox scratch", |_, meta| {
+        meta.modified().is_ok_and(|m| m < older_than)
+    })
+}
+
+/// Removes the directories under `root` named `<prefix>...` that belong to this user, that
+/// `leftover` (given the directory and its metadata) says are no longer used, and whose
+/// `<lock>` file is not held by a live owner (held here while the directory goes; a
+/// directory without one is from before locking). The one sweep behind the sandbox's
+/// scratch directories and the gateway's socket directories. Blocking; symlinks are never
+/// followed. Returns what it removed, sorted.
+pub fn sweep_locked_dirs(
+    root: &Path,
+    prefix: &str,
+    lock: &str,
+    what: &str,
+    leftover: impl Fn(&Path, &std::fs::Metadata) -> bool,
+) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };
     let me = nix::unistd::geteuid().as_raw();
     let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let is_scratch = entry
+        let named = entry
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+            .is_some_and(|n| n.starts_with(prefix));
         let dir = entry.path();
         let Ok(meta) = std::fs::symlink_metadata(&dir) else {
             continue;
         };
-        let old = meta.modified().is_ok_and(|m| m < older_than);
-        if !(is_scratch && meta.is_dir() && meta.uid() == me && old) {
+        if !(named && meta.is_dir() && meta.uid() == me) {
             continue;
         }
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(dir.join(LOCK));
-        // Held while the directory goes, so no run can be using it meanwhile. No lock file
-        // at all: a run that crashed before locking (or an older rdev's scratch).
+            .open(dir.join(lock));
         let _held = match lock {
             Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(held) => Some(held),
@@ -106,10 +121,13 @@ pub fn sweep_scratch(root: &Path, older_than: SystemTime) -> Vec<PathBuf> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(_) => continue,
         };
+        if !leftover(&dir, &meta) {
+            continue;
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => removed.push(dir),
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a stale sandbox scratch dir")
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a stale {what} dir")
             }
         }
     }

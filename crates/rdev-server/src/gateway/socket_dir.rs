@@ -8,7 +8,6 @@
 
 use std::{
     fs::File,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -53,55 +52,15 @@ impl SocketDir {
 /// socket does not accept a connection (or, without a socket, older than a minute).
 /// Returns what it removed. Blocking; symlinks are never followed.
 pub fn sweep(root: &Path, now: SystemTime) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(PREFIX));
-        let dir = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !(ours && meta.is_dir() && meta.uid() == me) {
-            continue;
-        }
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(dir.join(LOCK));
-        // Held while the directory goes. No lock file: an rdev from before the lock.
-        let _held = match lock {
-            Ok(file) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(held) => Some(held),
-                Err(_) => continue,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(_) => continue,
-        };
+    rdev_agents::sandbox::sweep_locked_dirs(root, PREFIX, LOCK, "gateway socket", |dir, meta| {
         let socket = dir.join(SOCKET);
-        let leftover = match std::fs::symlink_metadata(&socket) {
+        match std::fs::symlink_metadata(&socket) {
             Ok(_) => std::os::unix::net::UnixStream::connect(&socket).is_err(),
             Err(_) => meta
                 .modified()
                 .is_ok_and(|m| now.duration_since(m).unwrap_or_default() > UNBOUND_GRACE),
-        };
-        if !leftover {
-            continue;
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => removed.push(dir),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a dead gateway's socket dir")
-            }
-        }
-    }
-    removed.sort();
-    removed
+    })
 }
 
 #[cfg(test)]
