@@ -12,7 +12,8 @@
 //!   is as large, since the scripted model answers with the prompt's text), bytes per
 //!   second of the response, and where the time went (until the response headers: the
 //!   request's upload and the upstream's work; after them: the answer's download).
-//!   Goal: at least 0.9x direct.
+//!   Goal: at least 0.9x direct. Then the CPU time each path costs per such call (the
+//!   same calls again, path after path).
 //! - realistic stream: K calls (default 200, `BENCH_SSE_CALLS`) with a small request whose
 //!   answer is many small SSE events (default 2000 `content_block_delta` events of about
 //!   170 bytes, `BENCH_SSE_EVENTS`), each its own chunk, as a real model streams them but
@@ -22,8 +23,9 @@
 //!   faster than a real model streams.
 //!
 //! The gateway path includes everything a real call pays: the token lookup, the request
-//! read and reservation, the upstream request with the real key, and the response copied
-//! chunk by chunk while a side task parses its events for usage and settles it.
+//! read (and streamed to the upstream as it is read) and its reservation, the upstream
+//! request with the real key, and the response copied chunk by chunk while its events are
+//! read for usage, and the call settled.
 //!
 //! Run: `cargo bench -p rdev-server --bench gateway`. Prints JSON lines.
 
@@ -196,6 +198,48 @@ fn report_throughput(bench: &str, measured: &[(&str, Vec<Timed>)]) {
     }
 }
 
+/// CPU time of this process's threads so far, in ms (the client, the upstream and the
+/// gateway all run in it; the relay is its own process and copies no byte). `None`
+/// without Linux's `/proc/self/task/*/schedstat`.
+fn cpu_ms() -> Option<f64> {
+    let ns: u64 = std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        // A thread that ended meanwhile is left out.
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Some(ns as f64 / 1e6)
+}
+
+/// CPU time per call of `calls` calls of `body` on each path, one path after another (CPU
+/// cannot be told apart per call when they are interleaved): on a machine whose cores are
+/// busy, what a path adds in CPU is what it adds in time.
+async fn report_cpu(bench: &str, http: &reqwest::Client, paths: &Paths, body: &str, calls: usize) {
+    let mut direct = None;
+    for (label, base, key) in paths.each() {
+        let Some(before) = cpu_ms() else {
+            return;
+        };
+        for _ in 0..calls {
+            call(http, base, key, "/v1/messages", body).await;
+        }
+        let Some(after) = cpu_ms() else {
+            return;
+        };
+        let per_call = (after - before) / calls.max(1) as f64;
+        let mut line = json!({"bench": bench, "path": label, "calls": calls,
+                              "baseline": "direct", "cpu_ms_per_call": per_call});
+        match direct {
+            None => direct = Some(per_call),
+            Some(d) => line["added_cpu_ms_per_call"] = json!(per_call - d),
+        }
+        println!("{line}");
+    }
+}
+
 /// An upstream streaming like a real model: `message_start`, `events` small text deltas
 /// (the query's `events`) and the closing events, each its own chunk of the body, with
 /// `pace_us` microseconds between deltas (default none).
@@ -342,6 +386,7 @@ async fn run() {
         "the same bytes each way"
     );
     report_throughput("gateway_stream_throughput", &measured);
+    report_cpu("gateway_stream_cpu", &http, &paths, &big, streams).await;
 
     // The realistic shape: a small request, many small events.
     let sse = start_sse_model().await;

@@ -1,7 +1,9 @@
-//! The Messages API handler: find the call's grant by its token, reserve its worst case
-//! against the budget, send it upstream ([`super::upstream`]), and stream the answer back
-//! byte for byte while every chunk is read for usage as it passes ([`super::meter`]); the
-//! call is settled when the response ends, however it ends.
+//! The Messages API handler: find the call's grant by its token, read its body (a large
+//! one already streaming to the first upstream, all but its last byte: [`super::upload`]),
+//! reserve its worst case against the budget, send it upstream ([`super::upstream`]; a
+//! streamed request is completed, or aborted when the call is refused), and stream the
+//! answer back byte for byte while every chunk is read for usage as it passes
+//! ([`super::meter`]); the call is settled when the response ends, however it ends.
 //! Errors rdev itself answers with have the Anthropic error shape.
 
 use std::sync::Arc;
@@ -13,12 +15,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
-use serde::Deserialize;
 
 use super::{
     grants::{AuthError, GrantState, Refusal, Reservation, Spend, SESSION_HEADER},
-    meter,
-    upstream::{self, Call, DROP_RESPONSE},
+    meter, upload,
+    upstream::{self, Call, Head, DROP_RESPONSE},
     Gateway,
 };
 
@@ -47,17 +48,6 @@ pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-}
-
-/// The fields of a Messages request the gateway needs; everything else is passed on.
-#[derive(Debug, Default, Deserialize)]
-struct Meta {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    stream: Option<bool>,
 }
 
 /// Authenticates a call: its grant, or the 401 the agent gets.
@@ -104,21 +94,46 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
         Ok(g) => g,
         Err(r) => return *r,
     };
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            return api_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                format!("request body not read: {e}"),
-            )
-        }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    let head = Head {
+        method: &parts.method,
+        path_and_query,
+        headers: &parts.headers,
     };
-    let meta: Meta = serde_json::from_slice(&body).unwrap_or_default();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |e: &dyn std::fmt::Display| {
+        api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body not read: {e}"),
+        )
+    };
+    if declared.is_some_and(|d| d > MAX_BODY as u64) {
+        return too_large(&upload::ReadError::TooLarge);
+    }
+    let settings = &gw.inner.settings;
+    // A body larger than its first frame goes to the first upstream as it is read; the
+    // call is decided once it is whole, and dropping `early` before then aborts it.
+    let read = upload::read(body, MAX_BODY, declared, |streamed| {
+        let (http, keys) = (&gw.inner.http, &gw.inner.keys);
+        upstream::start_first(http, &settings.upstreams, keys, head, streamed, declared)
+    })
+    .await;
+    let (body, fields, early) = match read {
+        Ok(r) => (r.body, r.fields, r.early),
+        Err(e) => return too_large(&e),
+    };
     let metered = parts.uri.path() == "/v1/messages";
-    let model = meta.model.clone().unwrap_or_default();
+    let model = fields.model.clone().unwrap_or_default();
     let reservation = if metered {
-        let worst = worst_case(&gw, &model, body.len(), meta.max_tokens.unwrap_or(4096));
+        let worst = worst_case(&gw, &model, body.len(), fields.max_tokens.unwrap_or(4096));
         match grant.reserve(worst) {
             Ok(r) => Some(r),
             Err(Refusal::Revoked) => {
@@ -161,24 +176,19 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
     } else {
         None
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or(parts.uri.path(), |p| p.as_str());
     let call = Call {
-        method: parts.method.clone(),
-        path_and_query,
-        headers: &parts.headers,
+        head,
         body,
-        streaming: meta.stream.unwrap_or(false),
+        streaming: fields.stream.unwrap_or(false),
     };
-    let settings = &gw.inner.settings;
+    // Admitted: the streamed request gets its last byte (in `send`).
     let answer = upstream::send(
         &gw.inner.http,
         &settings.upstreams,
         &gw.inner.keys,
         gw.timing(),
         call,
+        early,
         |f| gw.failed_over(&grant, f),
     )
     .await;

@@ -5,6 +5,17 @@
 //! chunk as it is forwarded. What is read when the stream ends (finished, or cut by either
 //! side) is what is billed. This module reads; settling is the caller's.
 
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use eventsource_stream::EventStream;
+use futures::Stream;
 use rdev_core::MeteredUsage;
 use serde_json::Value;
 
@@ -84,39 +95,94 @@ impl Reported {
     }
 }
 
-/// The longest SSE line kept while looking for usage (`message_start` and `message_delta`
-/// lines are a few hundred bytes; text deltas are skipped without being kept).
-const MAX_LINE: usize = 1024 * 1024;
-
 /// Reads a response's usage from its chunks as they are forwarded, on the forwarding task
-/// itself: no copy of a chunk, no channel, no task woken per chunk. An SSE stream is
-/// scanned line by line and only the events that can carry usage are kept and parsed
-/// (`data` lines of other named events are skipped as they pass); a JSON body is kept (up
-/// to 16 MiB; a bigger one is forwarded unmetered) and parsed at the end. Lines end with
-/// `\n` or `\r\n` (what Anthropic-style APIs send).
+/// itself: no channel, no task woken per chunk. An SSE stream goes through
+/// `eventsource-stream`'s parser, driven in place: each chunk (a cheap `Bytes` clone) is
+/// handed to the parser's input and the events it completes are read at once; a JSON body
+/// is kept (up to 16 MiB; a bigger one is forwarded unmetered) and parsed at the end.
 #[derive(Debug)]
 pub struct Meter {
     kind: Kind,
     reported: Reported,
 }
 
-#[derive(Debug)]
 enum Kind {
-    Sse(Scanner),
+    Sse(Box<Sse>),
     Json(Option<Vec<u8>>),
 }
 
-/// The state of an SSE scan between chunks.
-#[derive(Debug, Default)]
-struct Scanner {
-    /// The current line so far (unless `skip`).
-    line: Vec<u8>,
-    /// The rest of the current line is not needed.
-    skip: bool,
-    /// The current event's name, once its `event` field was read.
-    event: Option<String>,
-    /// The current event's data lines, joined by `\n`.
-    data: Option<Vec<u8>>,
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sse(_) => f.write_str("Sse"),
+            Self::Json(b) => write!(f, "Json({:?} bytes)", b.as_ref().map(Vec::len)),
+        }
+    }
+}
+
+/// The chunks handed to the parser and not read by it yet.
+type Inbox = Arc<Mutex<VecDeque<Bytes>>>;
+
+/// The parser's input: the chunks fed so far, then "pending". It never ends and never
+/// registers a waker: the meter polls the parser itself, right after feeding it, with a
+/// no-op waker, so nothing ever has to be woken.
+struct Fed(Inbox);
+
+impl Stream for Fed {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+        {
+            Some(chunk) => Poll::Ready(Some(Ok(chunk))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// An SSE stream's parser and its input.
+struct Sse {
+    inbox: Inbox,
+    events: EventStream<Fed>,
+    /// The stream was not valid UTF-8: nothing more is read from it.
+    broken: bool,
+}
+
+impl Sse {
+    fn new() -> Self {
+        let inbox = Inbox::default();
+        Self {
+            events: EventStream::new(Fed(Arc::clone(&inbox))),
+            inbox,
+            broken: false,
+        }
+    }
+
+    /// Hands `chunk` to the parser and reads every event it completes.
+    fn feed(&mut self, chunk: &Bytes, reported: &mut Reported) {
+        if self.broken {
+            return;
+        }
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(chunk.clone());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            match Pin::new(&mut self.events).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(event))) => reported.event(&event.event, &event.data),
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    self.broken = true;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
 }
 
 impl Meter {
@@ -124,7 +190,7 @@ impl Meter {
     pub fn new(sse: bool) -> Self {
         Self {
             kind: if sse {
-                Kind::Sse(Scanner::default())
+                Kind::Sse(Box::new(Sse::new()))
             } else {
                 Kind::Json(Some(Vec::new()))
             },
@@ -133,9 +199,9 @@ impl Meter {
     }
 
     /// The next chunk of the response.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub fn feed(&mut self, chunk: &Bytes) {
         match &mut self.kind {
-            Kind::Sse(scanner) => scanner.feed(chunk, &mut self.reported),
+            Kind::Sse(sse) => sse.feed(chunk, &mut self.reported),
             Kind::Json(body) => {
                 let fits = body
                     .as_ref()
@@ -155,78 +221,6 @@ impl Meter {
             Kind::Json(Some(body)) => Reported::json(&body),
             Kind::Json(None) => Reported::default(),
         }
-    }
-}
-
-/// Whether an event of this name can carry usage.
-fn wanted(event: &str) -> bool {
-    event == "message_start" || event == "message_delta"
-}
-
-impl Scanner {
-    fn feed(&mut self, mut chunk: &[u8], reported: &mut Reported) {
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            self.push(&chunk[..i]);
-            self.end_line(reported);
-            chunk = &chunk[i + 1..];
-        }
-        self.push(chunk);
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        if self.skip || bytes.is_empty() {
-            return;
-        }
-        self.line.extend_from_slice(bytes);
-        // The data of an event that cannot carry usage (a text delta: most of a stream's
-        // bytes) is not kept; nor is a line too long to be a usage report.
-        let unwanted_data =
-            self.line.starts_with(b"data") && self.event.as_deref().is_some_and(|e| !wanted(e));
-        if unwanted_data || self.line.len() > MAX_LINE {
-            self.skip = true;
-            self.line.clear();
-        }
-    }
-
-    fn end_line(&mut self, reported: &mut Reported) {
-        if std::mem::take(&mut self.skip) {
-            return;
-        }
-        let mut line = std::mem::take(&mut self.line);
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.is_empty() {
-            // The end of an event: dispatched when it had data, as SSE clients do.
-            let event = self.event.take();
-            if let Some(data) = self.data.take() {
-                let name = event.as_deref().unwrap_or("message");
-                if let Ok(data) = std::str::from_utf8(&data) {
-                    reported.event(name, data);
-                }
-            }
-        } else if line[0] != b':' {
-            let (field, value) = match memchr::memchr(b':', &line) {
-                Some(i) => {
-                    let v = &line[i + 1..];
-                    (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-                }
-                None => (&line[..], &b""[..]),
-            };
-            match field {
-                b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
-                b"data" => {
-                    let data = self.data.get_or_insert_with(Vec::new);
-                    if !data.is_empty() {
-                        data.push(b'\n');
-                    }
-                    data.extend_from_slice(value);
-                }
-                _ => {}
-            }
-        }
-        line.clear();
-        self.line = line;
     }
 }
 
@@ -330,8 +324,8 @@ mod tests {
     }
 
     #[test]
-    fn sse_lines_end_with_lf_or_crlf_and_text_deltas_are_not_kept() {
-        let text = "x".repeat(3 * MAX_LINE);
+    fn sse_lines_end_with_lf_or_crlf_and_events_are_read_whatever_the_chunking() {
+        let text = "x".repeat(3 * 1024 * 1024);
         let body = format!(
             ": a comment\r\nevent: message_start\r\ndata: {{\"message\":\r\ndata: {{\"model\":\"m\",\"usage\":{{\"input_tokens\":3}}}}}}\r\n\r\n\
              event: content_block_delta\ndata: {{\"delta\":{{\"text\":\"{text}\"}}}}\n\n\
@@ -340,10 +334,7 @@ mod tests {
         );
         let mut meter = Meter::new(true);
         for chunk in body.as_bytes().chunks(4096) {
-            meter.feed(chunk);
-            if let Kind::Sse(scanner) = &meter.kind {
-                assert!(scanner.line.len() < 8192, "a text delta is not buffered");
-            }
+            meter.feed(&Bytes::copy_from_slice(chunk));
         }
         let r = meter.finish();
         assert_eq!(
@@ -361,9 +352,9 @@ mod tests {
     #[test]
     fn a_json_body_too_large_to_keep_is_not_metered() {
         let mut meter = Meter::new(false);
-        meter.feed(br#"{"usage":{"input_tokens":4,"#);
-        meter.feed(&vec![b' '; MAX_JSON]);
-        meter.feed(br#""output_tokens":5}}"#);
+        meter.feed(&Bytes::from_static(br#"{"usage":{"input_tokens":4,"#));
+        meter.feed(&Bytes::from(vec![b' '; MAX_JSON]));
+        meter.feed(&Bytes::from_static(br#""output_tokens":5}}"#));
         assert!(!meter.finish().seen);
     }
 }

@@ -12,12 +12,14 @@
 //! decides how a task ends (the worker does, woken through the grant).
 
 pub mod egress;
+pub mod fields;
 pub mod forward;
 pub mod grants;
 pub mod keys;
 pub mod listener;
 pub mod meter;
 pub mod socket_dir;
+pub mod upload;
 pub mod upstream;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};

@@ -6,15 +6,26 @@
 //! agent: once a response is handed back, it is streamed as it is, never switched. The last
 //! upstream's answer, whatever it is, goes to the agent. Each skip is reported to the
 //! caller ([`Failover`]), which records it.
+//!
+//! The first upstream's request may have been started before the call was admitted, its
+//! body streaming as the agent's request was read ([`start_first`], [`super::upload`]);
+//! its outcome is then that upstream's first try. Every other try (a retry after a 429,
+//! the next upstreams) sends the whole body again.
 
-use std::time::Duration;
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::http::{header, HeaderMap, HeaderName, Method};
-use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use rdev_core::{error::error_chain, SecretString};
 
-use super::keys::UpstreamKeys;
+use super::{
+    keys::{KeyError, UpstreamKeys},
+    upload::{RequestBody, Upload},
+};
 use crate::config::{Upstream, UpstreamAuth};
 
 /// Request headers never forwarded upstream: hop-by-hop headers, the agent's credential
@@ -67,14 +78,20 @@ pub struct Answer {
     pub upstream: String,
 }
 
-/// One call's request, replayable on every upstream.
-#[derive(Debug)]
-pub struct Call<'a> {
-    pub method: Method,
+/// What a call's request is sent as, but its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a Method,
     /// Path and query, as the agent sent them (`/v1/messages?beta=true`).
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
-    pub body: Bytes,
+}
+
+/// One call's request, replayable on every upstream.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub head: Head<'a>,
+    pub body: RequestBody,
     /// A streaming call gets its headers at once; a non-streaming one only when the
     /// whole message is done, so only the former is held to the first-byte timeout.
     pub streaming: bool,
@@ -99,11 +116,16 @@ fn request(
     http: &reqwest::Client,
     upstream: &Upstream,
     key: Option<&SecretString>,
-    call: &Call<'_>,
+    head: Head<'_>,
+    (body, length): (reqwest::Body, Option<u64>),
 ) -> reqwest::RequestBuilder {
-    let mut headers = call.headers.clone();
+    let mut headers = head.headers.clone();
     for h in DROP_REQUEST {
         headers.remove(h);
+    }
+    if let Some(length) = length {
+        // A streamed body would go chunked; the upstream gets the length the agent sent.
+        headers.insert(header::CONTENT_LENGTH, length.into());
     }
     headers.remove("x-api-key");
     if let Some(key) = key {
@@ -119,9 +141,74 @@ fn request(
             headers.insert(name, v);
         }
     }
-    http.request(call.method.clone(), url(upstream, call.path_and_query))
+    http.request(head.method.clone(), url(upstream, head.path_and_query))
         .headers(headers)
-        .body(call.body.clone())
+        .body(body)
+}
+
+/// The first upstream's request, started before its call was admitted: the key it was
+/// sent with, and its answer, once it came.
+pub struct Early {
+    key: Result<Option<SecretString>, KeyError>,
+    response: Option<Started>,
+}
+
+enum Started {
+    Waiting(BoxFuture<'static, reqwest::Result<reqwest::Response>>),
+    Done(reqwest::Result<reqwest::Response>),
+}
+
+impl std::fmt::Debug for Early {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let response = match &self.response {
+            None => "not sent",
+            Some(Started::Waiting(_)) => "waiting",
+            Some(Started::Done(_)) => "answered",
+        };
+        f.debug_struct("Early")
+            .field("key", &self.key.as_ref().map(Option::is_some))
+            .field("response", &response)
+            .finish()
+    }
+}
+
+impl super::upload::Drive for Early {
+    fn progress(&mut self, cx: &mut Context<'_>) {
+        Early::progress(self, cx);
+    }
+}
+
+impl Early {
+    /// Drives the request (its connection, its head, the body so far) and keeps its
+    /// answer when it comes; for polling while the agent's body is still read.
+    pub fn progress(&mut self, cx: &mut Context<'_>) {
+        if let Some(Started::Waiting(pending)) = &mut self.response {
+            if let Poll::Ready(r) = pending.as_mut().poll(cx) {
+                self.response = Some(Started::Done(r));
+            }
+        }
+    }
+}
+
+/// Starts the call on the first upstream with `body` streaming (`length`: the agent's
+/// `content-length`, sent as it is). `None` without upstreams. When the first upstream's
+/// key cannot be read, nothing is sent, and [`send`] skips it as usual without reading
+/// the key again.
+pub async fn start_first(
+    http: &reqwest::Client,
+    upstreams: &[Upstream],
+    keys: &UpstreamKeys,
+    head: Head<'_>,
+    body: reqwest::Body,
+    length: Option<u64>,
+) -> Option<Early> {
+    let upstream = upstreams.first()?;
+    let key = keys.key(upstream).await;
+    let response = key.as_ref().ok().map(|key| {
+        let request = request(http, upstream, key.as_ref(), head, (body, length));
+        Started::Waiting(Box::pin(request.send()))
+    });
+    Some(Early { key, response })
 }
 
 /// Seconds in a `retry-after` header (delta-seconds; Anthropic sends those).
@@ -135,12 +222,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// Sends `call` to `upstreams` in order, each with its key from `keys` (see the module
 /// docs); `failover` hears of every skipped upstream before the next one is tried.
+/// `early`: the first upstream's request, started while the body was read, and the rest
+/// of its body: completed when it is still waiting for it (or answered before it and is
+/// passed on), aborted when it answered before it and is skipped or retried.
 pub async fn send(
     http: &reqwest::Client,
     upstreams: &[Upstream],
     keys: &UpstreamKeys,
     timing: Timing,
     call: Call<'_>,
+    mut early: Option<(Early, Upload)>,
     mut failover: impl FnMut(Failover),
 ) -> Result<Answer, Unreachable> {
     let timeout = if call.streaming {
@@ -152,11 +243,29 @@ pub async fn send(
     for (i, upstream) in upstreams.iter().enumerate() {
         let next = upstreams.get(i + 1);
         let mut retried = false;
-        let skip = match keys.key(upstream).await {
+        let (key, mut started, mut upload) = match early.take().filter(|_| i == 0) {
+            Some((early, upload)) => (early.key, early.response, Some(upload)),
+            None => (keys.key(upstream).await, None, None),
+        };
+        let skip = match key {
             Err(e) => ("key", e.to_string(), false),
             Ok(key) => loop {
-                let sent = request(http, upstream, key.as_ref(), &call).send();
-                let sent = tokio::time::timeout(timeout, sent).await;
+                // The first-byte timeout starts once the whole body is on its way, as it
+                // does for a request sent only then.
+                let sent = match started.take() {
+                    Some(Started::Done(r)) => Ok(r),
+                    Some(Started::Waiting(pending)) => {
+                        if let Some(upload) = upload.take() {
+                            upload.complete();
+                        }
+                        tokio::time::timeout(timeout, pending).await
+                    }
+                    None => {
+                        let body = call.body.to_upstream();
+                        let sent = request(http, upstream, key.as_ref(), call.head, body).send();
+                        tokio::time::timeout(timeout, sent).await
+                    }
+                };
                 let response = match sent {
                     Err(_) => {
                         break ("timeout", format!("no response within {timeout:?}"), true);
@@ -176,7 +285,7 @@ pub async fn send(
                     if let Some(wait) = retry_after(response.headers()) {
                         if wait <= timing.retry_after_max {
                             retried = true;
-                            drop(response);
+                            drop((response, upload.take()));
                             tokio::time::sleep(wait).await;
                             continue;
                         }
@@ -189,6 +298,9 @@ pub async fn send(
                     _ => "",
                 };
                 if reason.is_empty() || next.is_none() {
+                    if let Some(upload) = upload.take() {
+                        upload.complete();
+                    }
                     return Ok(Answer {
                         response,
                         upstream: upstream.name.clone(),
