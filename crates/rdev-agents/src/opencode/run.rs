@@ -185,6 +185,9 @@ pub(super) async fn run(
         )
         .await?;
     reader_stop.cancel();
+    if run.stop.is_some() && matches!(end, TurnEnd::Done) {
+        run.settle(&session).await;
+    }
     let (lost, failed) = match end {
         TurnEnd::Done | TurnEnd::GaveUp => (None, None),
         TurnEnd::Lost(why) => (Some(why), None),
@@ -323,6 +326,13 @@ impl Run<'_> {
                     if !self.forward(mapped.events).await {
                         return Err(AgentError::SinkClosed);
                     }
+                    // An idle report counts only if no busy one came after it: an abort
+                    // that lands before the server registered the turn idles the session,
+                    // then the turn starts anyway (and is aborted again below). Ending on
+                    // that earlier idle left the session busy after the run returned.
+                    if mapped.busy {
+                        idle_seen = false;
+                    }
                     idle_seen |= mapped.idle && mapper.prompt_admitted();
                     if mapped.busy && self.stop.is_some() && answered.is_none() {
                         self.abort(&session).await;
@@ -369,6 +379,31 @@ impl Run<'_> {
                 "opencode server at {url} stopped answering during the run ({e}); health check: {h}"
             )),
             Ok(_) => TurnEnd::Failed(format!("the prompt request failed: {e}")),
+        }
+    }
+
+    /// After a stopped turn ended: waits until the server no longer lists the session as
+    /// busy, aborting again every [`ABORT_REPEAT`], for at most the abort grace, so that a
+    /// run resuming the session next does not find it busy. The idle report and the status
+    /// the server answers can disagree for a moment on a loaded server.
+    async fn settle(&self, session: &str) {
+        let until = Instant::now() + self.ctx.config.abort_grace;
+        loop {
+            match self.ctx.client.busy_sessions(&self.workdir).await {
+                Ok(busy) if !busy.contains_key(session) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "could not check that the stopped opencode session is idle");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                tracing::warn!(%session, "opencode session still busy after the abort grace");
+                return;
+            }
+            self.abort(session).await;
+            tokio::time::sleep(ABORT_REPEAT.min(until - now)).await;
         }
     }
 
