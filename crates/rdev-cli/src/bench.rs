@@ -54,6 +54,11 @@ pub struct QueueBenchArgs {
     /// Idle pickups to time after the burn-down.
     #[arg(long, default_value_t = 100)]
     pickup_samples: usize,
+    /// Projects the jobs are spread over, round-robin (`rdev-bench-<n>`, no project rows,
+    /// so each runs one build at a time: the default `max_parallel_builds`). Enough of
+    /// them that the per-project limit is not what bounds the burn-down.
+    #[arg(long, default_value_t = 1000)]
+    projects: usize,
 }
 
 /// Runs the chosen benchmark.
@@ -70,8 +75,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 const LEASE: Duration = Duration::from_secs(60);
 
 async fn queue(a: &QueueBenchArgs) -> anyhow::Result<String> {
-    if a.jobs == 0 || a.workers == 0 || a.batch == 0 {
-        bail!("--jobs, --workers and --batch must be at least 1");
+    if a.jobs == 0 || a.workers == 0 || a.batch == 0 || a.projects == 0 {
+        bail!("--jobs, --workers, --batch and --projects must be at least 1");
     }
     let db = Db::connect(&a.database_url).await?;
     db.migrate().await?;
@@ -85,15 +90,19 @@ async fn queue(a: &QueueBenchArgs) -> anyhow::Result<String> {
     if !store.list(&busy).await?.is_empty() {
         bail!("the queue already holds queued tasks; run the bench on a scratch database");
     }
-    let project = ProjectName::parse("rdev-bench")?;
-    let new = || NewTask::new(project.clone(), BuildSpec::new("noop"));
+    let projects = (0..a.projects)
+        .map(|n| ProjectName::parse(&format!("rdev-bench-{n}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let new = |n: usize| NewTask::new(projects[n % projects.len()].clone(), BuildSpec::new("noop"));
 
     let started = Instant::now();
-    let mut left = a.jobs;
-    while left > 0 {
-        let n = left.min(500);
-        store.create_many((0..n).map(|_| new()).collect()).await?;
-        left -= n;
+    let mut queued = 0;
+    while queued < a.jobs {
+        let n = (a.jobs - queued).min(500);
+        store
+            .create_many((queued..queued + n).map(new).collect())
+            .await?;
+        queued += n;
     }
     let enqueue_s = started.elapsed().as_secs_f64();
 
@@ -116,12 +125,14 @@ async fn queue(a: &QueueBenchArgs) -> anyhow::Result<String> {
     db.close().await;
     // Written by hand to keep the documented field order (serde_json sorts keys).
     Ok(format!(
-        "{{\"backend\":\"{}\",\"jobs\":{},\"workers\":{},\"batch\":{},\"enqueue_per_s\":{:.1},\
-         \"jobs_per_s\":{:.1},\"pickup_p50_ms\":{:.2},\"pickup_p99_ms\":{:.2}}}",
+        "{{\"backend\":\"{}\",\"jobs\":{},\"workers\":{},\"batch\":{},\"projects\":{},\
+         \"enqueue_per_s\":{:.1},\"jobs_per_s\":{:.1},\"pickup_p50_ms\":{:.2},\
+         \"pickup_p99_ms\":{:.2}}}",
         backend.as_str(),
         a.jobs,
         a.workers,
         a.batch,
+        a.projects,
         a.jobs as f64 / enqueue_s,
         a.jobs as f64 / burn_s,
         p50,
@@ -175,7 +186,7 @@ async fn pickup(
     url: &str,
     backend: Backend,
     samples: usize,
-    new: &dyn Fn() -> NewTask,
+    new: &dyn Fn(usize) -> NewTask,
 ) -> anyhow::Result<(f64, f64)> {
     if samples == 0 {
         return Ok((0.0, 0.0));
@@ -208,11 +219,11 @@ async fn pickup(
         })
     };
     let mut sent = HashMap::new();
-    for _ in 0..samples {
+    for n in 0..samples {
         // Let the worker go idle (claim finds nothing, then it waits) before each job.
         tokio::time::sleep(Duration::from_millis(15)).await;
         let t0 = Instant::now();
-        let id = producer.create(new()).await?.task.id;
+        let id = producer.create(new(n)).await?.task.id;
         sent.insert(id, t0);
     }
     worker.await.context("pickup worker panicked")??;

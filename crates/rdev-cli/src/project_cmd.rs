@@ -50,6 +50,10 @@ enum ProjectCommand {
         /// findings (e.g. 'tests/fixtures/', '*.pem'); repeatable.
         #[arg(long = "push-protection-allow", value_name = "PATTERN")]
         push_protection_allow: Vec<String>,
+        /// How many builds of the project run at once (1 to 64; default 1: one after
+        /// another, in submission order).
+        #[arg(long)]
+        max_parallel_builds: Option<u32>,
     },
     /// List projects.
     List {
@@ -79,6 +83,7 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
             provider,
             push_protection,
             push_protection_allow,
+            max_parallel_builds,
         } => {
             let mut body = Map::new();
             body.insert("name".into(), json!(name));
@@ -91,6 +96,7 @@ pub async fn run(args: ProjectArgs) -> anyhow::Result<ExitCode> {
                 ("deploy_url_pattern", deploy_url_pattern.map(Value::from)),
                 ("provider", provider.map(Value::from)),
                 ("push_protection", push_protection.map(Value::from)),
+                ("max_parallel_builds", max_parallel_builds.map(Value::from)),
                 (
                     "push_protection_allow",
                     (!push_protection_allow.is_empty()).then(|| json!(push_protection_allow)),

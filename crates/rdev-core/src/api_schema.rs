@@ -66,6 +66,23 @@ pub const ALLOW_PATTERN_PATTERN: &str = concat!(
     r"(/(?!\.\.?(/|$))[^/\u0000-\u001F\u007F-\u009F\[\]{}\\!]+)*/?$"
 );
 
+/// A project's `deploy_url_pattern` (checked by the server's `validate_deploy_url_pattern`,
+/// which applies this pattern and then parses the URL with sample values): `http://` or
+/// `https://`, a host of labels of `A-Z a-z 0-9 -` and placeholders, the last label led
+/// by a letter or `{project}` (so the host is a name, never an IPv4 number), an optional
+/// port up to 65535, then anything printable but braces and white space after `/`, `?`
+/// or `#`. Placeholders: `{project}`, `{number}`, `{commit}`, `{short_commit}`. An `xn--`
+/// label must also be valid punycode, which only the URL parser checks.
+pub const DEPLOY_URL_PATTERN_PATTERN: &str = concat!(
+    r"^https?://",
+    r"(?:(?:[A-Za-z0-9-]|\{(?:project|number|commit|short_commit)\})+\.)*",
+    r"(?:[A-Za-z]|\{project\})(?:[A-Za-z0-9-]|\{(?:project|number|commit|short_commit)\})*",
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(?:[/?#](?:[!-z|~]|\{(?:project|number|commit|short_commit)\})*)?$"
+);
+/// The longest `deploy_url_pattern` accepted.
+pub const MAX_DEPLOY_URL_PATTERN: usize = 2048;
+
 /// A string schema with a pattern, length bounds and a description.
 pub fn string(pattern: &str, min: usize, max: usize, description: &str) -> Object {
     ObjectBuilder::new()
@@ -194,16 +211,25 @@ impl PartialSchema for TaskId {
 impl ToSchema for TaskId {}
 
 /// A build's prompt: not blank, at most `max_bytes` (the server's `max_prompt_bytes`;
-/// the OpenAPI document states the configured value).
+/// the OpenAPI document states the configured value). "Not blank" is stated as `not` a
+/// pattern of white space only rather than as a pattern needing one other character: the
+/// two say the same, but Schemathesis' coverage phase cannot build a string near a large
+/// `maxLength` for a pattern it must match, and then tests the whole body with negative
+/// data only. `maxLength` counts characters and the server counts UTF-8 bytes, so a
+/// prompt of multibyte characters meets the limit sooner; the description says so.
 pub fn prompt(max_bytes: usize) -> Object {
-    let pattern = format!("[^{WHITE_SPACE}]");
-    string(
-        &pattern,
-        1,
-        max_bytes,
-        "What the agent is asked to do: not blank (422 prompt_required), at most the \
-         server's max_prompt_bytes bytes (422 prompt_too_large).",
-    )
+    let blank = format!("^[{WHITE_SPACE}]*$");
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_bytes))
+        .description(Some(
+            "What the agent is asked to do: not blank (422 prompt_required), at most the \
+             server's max_prompt_bytes bytes of UTF-8 (422 prompt_too_large; maxLength \
+             counts characters, so a prompt of multibyte characters meets it sooner).",
+        ))
+        .build();
+    with_keywords(schema, [("not", serde_json::json!({ "pattern": blank }))])
 }
 
 /// The `model` field of a build.
@@ -464,6 +490,18 @@ pub fn terminal_status() -> Object {
 
 // The field schemas `#[schema(schema_with = ...)]` names (no arguments; the limits are the
 // defaults, which the server replaces by its configured ones).
+
+/// A project's `deploy_url_pattern` field (nullable).
+pub fn deploy_url_pattern_field() -> RefOr<Schema> {
+    nullable(string(
+        DEPLOY_URL_PATTERN_PATTERN,
+        1,
+        MAX_DEPLOY_URL_PATTERN,
+        "How to derive the deploy URL, e.g. `https://{project}.example.com`: an http(s) URL \
+         whose host is a name, with the placeholders `{project}`, `{number}`, `{commit}` and \
+         `{short_commit}` only (422 invalid_field; an `xn--` label must be valid punycode).",
+    ))
+}
 
 /// [`prompt`] at the default limit.
 pub fn default_prompt() -> Object {

@@ -46,7 +46,7 @@ pub struct BuildSpec {
     pub model: Option<String>,
     /// How long the agent may run, in seconds (default 1800; 422 invalid_timeout outside
     /// 1 to the server's maximum).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_int::opt")]
     #[schema(schema_with = crate::api_schema::default_timeout_secs)]
     pub timeout_secs: Option<u64>,
     /// Resume this agent session; it must pass [`validate_session_id`].
@@ -59,7 +59,7 @@ pub struct BuildSpec {
     #[schema(schema_with = crate::api_schema::max_cost_usd_field)]
     pub max_cost_usd: Option<f64>,
     /// Most tokens (input, output, cache reads and writes) the task's model calls may use.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_int::opt")]
     #[schema(schema_with = crate::api_schema::max_tokens_field)]
     pub max_tokens: Option<u64>,
 }

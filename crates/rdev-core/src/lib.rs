@@ -15,6 +15,7 @@ pub mod ci_repo;
 pub mod credentials;
 pub mod error;
 pub mod grant;
+pub mod json_int;
 pub mod metering;
 pub mod project_model;
 pub mod provider;

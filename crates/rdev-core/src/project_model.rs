@@ -256,7 +256,7 @@ pub struct Project {
     #[serde(default)]
     pub template: Option<String>,
     /// The repository's id in Woodpecker, when CI is followed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_int::opt")]
     #[schema(minimum = 1)]
     pub woodpecker_repo_id: Option<i64>,
     /// The repository's full name in Woodpecker (`owner/name`), looked up when a build
@@ -265,6 +265,7 @@ pub struct Project {
     pub woodpecker_repo: Option<WoodpeckerRepo>,
     /// How to derive the deploy URL, e.g. `https://{project}.example.com`.
     #[serde(default)]
+    #[schema(schema_with = crate::api_schema::deploy_url_pattern_field)]
     pub deploy_url_pattern: Option<String>,
     /// The agent provider builds use when the request names none.
     #[serde(default)]
@@ -297,12 +298,41 @@ pub struct Project {
     #[schema(schema_with = crate::api_schema::max_cost_usd_field)]
     pub max_cost_usd: Option<f64>,
     /// The default token limit of the project's builds (a build may ask for less).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_int::opt")]
     #[schema(schema_with = crate::api_schema::max_tokens_field)]
     pub max_tokens: Option<u64>,
+    /// How many builds of the project run at once, across all nodes; the others wait
+    /// their turn in submission order. Above 1, a build whose push is refused as not fast
+    /// forward rebases its commit onto the new head (`push_conflict` if it cannot).
+    #[serde(
+        default = "Project::default_max_parallel_builds",
+        deserialize_with = "crate::json_int::int"
+    )]
+    #[schema(minimum = 1, maximum = 64, default = 1)]
+    pub max_parallel_builds: u32,
 }
 
 impl Project {
+    /// `max_parallel_builds` unless a project says otherwise: one build at a time.
+    pub const DEFAULT_MAX_PARALLEL_BUILDS: u32 = 1;
+    /// The largest `max_parallel_builds` accepted (the migration checks it too).
+    pub const MAX_PARALLEL_BUILDS: u32 = 64;
+
+    fn default_max_parallel_builds() -> u32 {
+        Self::DEFAULT_MAX_PARALLEL_BUILDS
+    }
+
+    /// Checks `max_parallel_builds` (1 to [`Self::MAX_PARALLEL_BUILDS`]).
+    pub fn validate_max_parallel_builds(n: u32) -> Result<(), ValidationError> {
+        if (1..=Self::MAX_PARALLEL_BUILDS).contains(&n) {
+            return Ok(());
+        }
+        Err(ValidationError::InvalidField {
+            field: "max_parallel_builds",
+            reason: format!("must be from 1 to {}, not {n}", Self::MAX_PARALLEL_BUILDS),
+        })
+    }
+
     /// The project's default budget.
     pub fn budget(&self) -> crate::Budget {
         crate::Budget {
@@ -451,6 +481,10 @@ mod tests {
         let p: Project =
             serde_json::from_str(r#"{"name":"site","repo_url":"/srv/git/site.git"}"#).unwrap();
         assert_eq!(p.default_branch.as_str(), "main");
+        assert_eq!(p.max_parallel_builds, 1, "one build at a time by default");
+        for (n, ok) in [(0, false), (1, true), (64, true), (65, false)] {
+            assert_eq!(Project::validate_max_parallel_builds(n).is_ok(), ok, "{n}");
+        }
         assert_eq!(
             p.push_protection,
             PushProtection::Block,

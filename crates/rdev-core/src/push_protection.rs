@@ -91,8 +91,9 @@ impl AllowPattern {
         if pattern.is_empty() {
             return Err(bad("a pattern must not be empty"));
         }
-        if pattern.len() > MAX_ALLOW_PATTERN_LEN {
-            return Err(bad("a pattern must be at most 256 bytes"));
+        // Characters, as the document's `maxLength` counts them.
+        if pattern.chars().count() > MAX_ALLOW_PATTERN_LEN {
+            return Err(bad("a pattern must be at most 256 characters"));
         }
         if pattern.starts_with('/') {
             return Err(bad(

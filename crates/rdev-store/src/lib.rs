@@ -15,6 +15,7 @@ mod notify;
 mod outbox_store;
 mod project_store;
 mod queue;
+mod queue_sql;
 pub mod retention;
 pub mod secrets;
 mod sessions;

@@ -20,7 +20,7 @@ use crate::{
 
 const PROJECT_COLS: &str = "name, repo_url, default_branch, template, woodpecker_repo_id, \
      deploy_url_pattern, provider, secrets, network_allow, max_cost_usd, max_tokens, \
-     push_protection, push_protection_allow, woodpecker_repo, created_repo";
+     push_protection, push_protection_allow, woodpecker_repo, max_parallel_builds, created_repo";
 
 /// Why an undelivered callback of a deleted project's task was given up on.
 const DELETED_CALLBACK_ERROR: &str =
@@ -37,8 +37,8 @@ impl SqlStore {
     /// Runs `sql` with the project's fields as `$1..$7`, now as `$8`, the secrets plan as
     /// `$9`, the gateway settings (`network_allow`, `max_cost_usd`, `max_tokens`) as
     /// `$10..$12`, push protection (`push_protection`, `push_protection_allow`) as
-    /// `$13..$14`, `woodpecker_repo` as `$15` and, with `created_repo`, that field as `$16`
-    /// (only an insert sets it); rows affected.
+    /// `$13..$14`, `woodpecker_repo` as `$15`, `max_parallel_builds` as `$16` and, with
+    /// `created_repo`, that field as `$17` (only an insert sets it); rows affected.
     async fn write_project(
         &self,
         sql: &str,
@@ -62,7 +62,8 @@ impl SqlStore {
                 .bind(p.max_tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
                 .bind(p.push_protection.as_str())
                 .bind(sqlx::types::Json(&p.push_protection_allow))
-                .bind(p.woodpecker_repo.as_ref().map(|r| r.as_str()));
+                .bind(p.woodpecker_repo.as_ref().map(|r| r.as_str()))
+                .bind(i32::try_from(p.max_parallel_builds).unwrap_or(i32::MAX));
             let q = if created_repo { q.bind(p.created_repo.as_deref()) } else { q };
             q.execute(pool).await?.rows_affected()
         }))
@@ -74,7 +75,8 @@ impl ProjectStore for SqlStore {
     async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO projects ({PROJECT_COLS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13, $14, $15, $16, $8, $8)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13, $14, $15, $16, $17, $8, \
+             $8)"
         );
         self.write_project(&sql, p, true)
             .await
@@ -109,7 +111,7 @@ impl ProjectStore for SqlStore {
                    woodpecker_repo_id = $5, deploy_url_pattern = $6, provider = $7, \
                    secrets = $9, network_allow = $10, max_cost_usd = $11, max_tokens = $12, \
                    push_protection = $13, push_protection_allow = $14, woodpecker_repo = $15, \
-                   updated_at = $8 \
+                   max_parallel_builds = $16, updated_at = $8 \
                    WHERE name = $1";
         if self.write_project(sql, p, false).await.map_err(db_err)? == 0 {
             return Err(project_not_found(p.name.as_str()));

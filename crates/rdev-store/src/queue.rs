@@ -2,10 +2,11 @@
 //! `BEGIN IMMEDIATE` on SQLite), lease-guarded heartbeat / complete / fail, cancel, the
 //! reaper, and the wait for work. Every worker write is guarded by
 //! `(id, lease_token, status = 'running', lease_expires_at > now)`; a write that matches no
-//! row changes nothing and reports the lease lost. Statuses come from
-//! [`TaskStatus::transition`]; this module must not invent transitions of its own.
+//! row changes nothing and reports the lease lost. The SQL text is built in
+//! [`crate::queue_sql`] from [`TaskStatus::transition`]; this module must not invent
+//! transitions of its own.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,152 +18,17 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::{
+    queue_sql::{heartbeat_sql, lock_suffix, HEARTBEAT_CHUNK, SQL},
     sessions::record_session,
-    sql::{corrupt, db_err, on_pool, BeginWrite, TaskRow, Ts, TASK_COLS},
+    sql::{corrupt, db_err, on_pool, BeginWrite, TaskRow, Ts},
     sql_store::not_found,
     sql_store::SqlStore,
 };
 
-use TaskStatus::{Cancelled, Completed, Failed, Queued, Running};
+use TaskStatus::{Cancelled, Completed, Running};
 
 /// The most expired leases one reaper pass handles; the next pass takes the rest.
 const REAP_BATCH: i64 = 500;
-
-/// `to` as reached from `from`, or the state machine's refusal. Used to build SQL, so a
-/// transition the domain forbids can never be written.
-fn to(from: TaskStatus, to: TaskStatus) -> &'static str {
-    from.transition(to)
-        .map(TaskStatus::as_str)
-        .unwrap_or_else(|e| panic!("queue SQL uses a forbidden transition: {e}"))
-}
-
-/// The lease guard every worker write carries: `$g1` id, `$g2` token, `$g3` now.
-fn guard(id: usize, token: usize, now: usize) -> String {
-    format!(
-        "id = ${id} AND lease_token = ${token} AND status = '{}' AND lease_expires_at > ${now}",
-        Running.as_str()
-    )
-}
-
-const CLEAR_LEASE: &str = "lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL";
-
-struct Sql {
-    claim_pg: String,
-    claim_sqlite: String,
-    record_attempts: String,
-    complete: String,
-    finish_attempt: String,
-    insert_outbox: String,
-    fail_lookup: String,
-    record_result: String,
-    retry: String,
-    dead: String,
-    reap_scan: String,
-    cancel_lookup: String,
-    cancel: String,
-}
-
-static SQL: LazyLock<Sql> = LazyLock::new(|| {
-    let running = to(Queued, Running);
-    let set_claimed = format!(
-        "status = '{running}', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
-         lease_expires_at = $3, started_at = COALESCE(started_at, $4), updated_at = $4"
-    );
-    let pick = format!(
-        "SELECT id AS picked_id FROM tasks WHERE status = '{}' AND run_at <= $4 \
-         ORDER BY priority, run_at, id LIMIT $5",
-        Queued.as_str()
-    );
-    Sql {
-        // A CTE so the locked subquery runs exactly once (an IN-subquery with LIMIT may be
-        // re-evaluated by the planner and claim more rows than asked for).
-        claim_pg: format!(
-            "WITH next AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE tasks SET {set_claimed} \
-             FROM next WHERE id = next.picked_id RETURNING {TASK_COLS}"
-        ),
-        // SQLite runs this inside BEGIN IMMEDIATE: no other writer exists meanwhile.
-        claim_sqlite: format!(
-            "UPDATE tasks SET {set_claimed} WHERE id IN ({}) RETURNING {TASK_COLS}",
-            pick.replace("id AS picked_id", "id")
-        ),
-        record_attempts: format!(
-            "INSERT INTO task_attempts (task_id, attempt, worker, lease_token, started_at, outcome) \
-             SELECT id, attempt, $2, $1, $3, '{running}' FROM tasks WHERE lease_token = $1"
-        ),
-        complete: format!(
-            "UPDATE tasks SET status = '{}', result = $4, finished_at = $3, updated_at = $3, \
-             {CLEAR_LEASE} WHERE {} RETURNING {TASK_COLS}",
-            to(Running, Completed),
-            guard(1, 2, 3)
-        ),
-        finish_attempt: "UPDATE task_attempts SET finished_at = $3, outcome = $4, error = $5 \
-                         WHERE task_id = $1 AND attempt = $2"
-            .to_owned(),
-        insert_outbox: "INSERT INTO callback_outbox (task_id, url, payload, created_at, \
-                        next_attempt_at) VALUES ($1, $2, $3, $4, $4)"
-            .to_owned(),
-        fail_lookup: format!(
-            "SELECT attempt, max_attempts FROM tasks WHERE {}",
-            guard(1, 2, 3)
-        ),
-        record_result: format!(
-            "UPDATE tasks SET result = $4 WHERE {} RETURNING attempt, max_attempts",
-            guard(1, 2, 3)
-        ),
-        // Guarded by (id, token, running) only: the reaper uses it on expired leases.
-        retry: format!(
-            "UPDATE tasks SET status = '{}', run_at = $4, error = $5, updated_at = $3, \
-             {CLEAR_LEASE} WHERE id = $1 AND lease_token = $2 AND status = '{}'",
-            to(Running, Queued),
-            Running.as_str()
-        ),
-        dead: format!(
-            "UPDATE tasks SET status = '{}', error = $4, finished_at = $3, updated_at = $3, \
-             {CLEAR_LEASE} WHERE id = $1 AND lease_token = $2 AND status = '{}' \
-             RETURNING {TASK_COLS}",
-            to(Running, Failed),
-            Running.as_str()
-        ),
-        reap_scan: format!(
-            "SELECT id, lease_token, attempt, max_attempts FROM tasks \
-             WHERE status = '{}' AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT $2",
-            Running.as_str()
-        ),
-        cancel_lookup: "SELECT status, attempt FROM tasks WHERE id = $1".to_owned(),
-        cancel: format!(
-            "UPDATE tasks SET status = '{}', finished_at = $2, updated_at = $2, {CLEAR_LEASE} \
-             WHERE id = $1 AND status = $3 RETURNING {TASK_COLS}",
-            Cancelled.as_str()
-        ),
-    }
-});
-
-/// `FOR UPDATE` (PostgreSQL) or nothing (SQLite, where the transaction holds the lock).
-fn lock_suffix(store: &SqlStore, skip_locked: bool) -> &'static str {
-    match (store.is_postgres(), skip_locked) {
-        (true, true) => " FOR UPDATE SKIP LOCKED",
-        (true, false) => " FOR UPDATE",
-        (false, _) => "",
-    }
-}
-
-/// Leases extended by one heartbeat statement (two bind parameters each).
-const HEARTBEAT_CHUNK: usize = 500;
-
-/// Extends the held leases among `n` `(id, token)` pairs bound from `$3` on, with `$1` now
-/// and `$2` the new expiry; returns the `(id, lease_token)` pairs it extended.
-fn heartbeat_sql(n: usize) -> String {
-    let pairs: Vec<String> = (0..n)
-        .map(|i| format!("(${}, ${})", 3 + 2 * i, 4 + 2 * i))
-        .collect();
-    format!(
-        "UPDATE tasks SET lease_expires_at = $2, updated_at = $1 \
-         WHERE status = '{}' AND lease_expires_at > $1 AND (id, lease_token) IN (VALUES {}) \
-         RETURNING id, lease_token",
-        Running.as_str(),
-        pairs.join(", ")
-    )
-}
 
 pub(crate) fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)

@@ -189,6 +189,7 @@ pub struct ProjectRow {
     pub push_protection: String,
     pub push_protection_allow: Json<Vec<String>>,
     pub woodpecker_repo: Option<String>,
+    pub max_parallel_builds: i32,
     pub created_repo: Option<String>,
 }
 
@@ -215,6 +216,7 @@ impl ProjectRow {
             max_tokens: self.max_tokens.map(|t| u64::try_from(t).unwrap_or(0)),
             push_protection: self.push_protection.parse().map_err(corrupt)?,
             push_protection_allow: self.push_protection_allow.0,
+            max_parallel_builds: u32::try_from(self.max_parallel_builds).map_err(corrupt)?,
         })
     }
 }

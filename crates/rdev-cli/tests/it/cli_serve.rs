@@ -86,10 +86,13 @@ fn project_commands_work_against_a_running_server() {
             "site",
             "--repo-url",
             "/srv/git/site.git",
+            "--max-parallel-builds",
+            "2",
         ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("\"name\": \"site\""), "{out}");
+    assert!(out.contains("\"max_parallel_builds\": 2"), "{out}");
     let (ok, out, _) = rdev(&server, &["project", "list"]);
     assert!(ok);
     assert!(out.lines().any(|l| l.starts_with("site ")), "{out}");

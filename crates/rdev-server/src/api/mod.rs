@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod metrics;
 pub mod openapi;
+mod openapi_templates;
 mod project_routes;
 mod project_schema;
 mod secrets;

@@ -94,7 +94,8 @@ pub fn document_for(services: &Services) -> Value {
     if !providers.is_empty() {
         spec["provider"] = nullable_enum(&providers, "The agent provider (422 unknown_provider).");
     }
-    let templates: Vec<String> = services.templates.list().map(|t| t.info().name).collect();
+    let infos: Vec<_> = services.templates.list().map(|t| t.info()).collect();
+    let templates: Vec<String> = infos.iter().map(|t| t.name.clone()).collect();
     if !templates.is_empty() {
         let t = nullable_enum(
             &templates,
@@ -103,6 +104,12 @@ pub fn document_for(services: &Services) -> Value {
         for schema in ["BuildSpec", "CreateBody", "ProjectChange"] {
             schemas[schema]["properties"]["template"] = t.clone();
         }
+    }
+    // Which variables each template takes (422 unknown_variable, missing_variable,
+    // invalid_variable, invalid_field).
+    schemas["CreateBody"]["allOf"] = super::openapi_templates::create_body_conditions(&infos);
+    if !infos.is_empty() {
+        schemas["BuildSpec"]["allOf"] = super::openapi_templates::build_spec_conditions(&infos);
     }
     // A project follows Woodpecker by name or by id, never both (422 invalid_field).
     let one_ci_repo = json!({"properties": {"woodpecker_repo": {"type": "string"},

@@ -61,7 +61,7 @@ struct CreateBody {
     #[serde(default)]
     template: Option<String>,
     /// The repository's id in Woodpecker, when CI is followed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rdev_core::json_int::opt")]
     #[schema(minimum = 1)]
     woodpecker_repo_id: Option<i64>,
     /// The Woodpecker repository's full name (`owner/name`), instead of its id.
@@ -71,6 +71,7 @@ struct CreateBody {
     /// How to derive the deploy URL: an http(s) URL with the placeholders `{project}`,
     /// `{number}`, `{commit}` and `{short_commit}` only (422 invalid_field).
     #[serde(default)]
+    #[schema(schema_with = api_schema::deploy_url_pattern_field)]
     deploy_url_pattern: Option<String>,
     /// The agent provider builds use when the request names none.
     #[serde(default)]
@@ -95,9 +96,14 @@ struct CreateBody {
     #[serde(default)]
     #[schema(schema_with = api_schema::max_cost_usd_field)]
     max_cost_usd: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rdev_core::json_int::opt")]
     #[schema(schema_with = api_schema::max_tokens_field)]
     max_tokens: Option<u64>,
+    /// How many builds of the project run at once (default 1: one after another, in
+    /// submission order).
+    #[serde(default, deserialize_with = "rdev_core::json_int::opt")]
+    #[schema(minimum = 1, maximum = 64, default = 1)]
+    max_parallel_builds: Option<u32>,
 }
 
 fn invalid(e: &ValidationError) -> ApiError {
@@ -127,6 +133,7 @@ struct Fields<'a> {
     deploy_url_pattern: Option<&'a str>,
     woodpecker_repo_id: Option<i64>,
     woodpecker_repo: Option<&'a str>,
+    max_parallel_builds: u32,
 }
 
 impl<'a> Fields<'a> {
@@ -141,6 +148,7 @@ impl<'a> Fields<'a> {
             deploy_url_pattern: p.deploy_url_pattern.as_deref(),
             woodpecker_repo_id: p.woodpecker_repo_id,
             woodpecker_repo: p.woodpecker_repo.as_ref().map(|r| r.as_str()),
+            max_parallel_builds: p.max_parallel_builds,
         }
     }
 }
@@ -149,9 +157,10 @@ impl<'a> Fields<'a> {
 /// sets no fenced variable and names no reserved secret (`InjectionPlan::validate`), a
 /// push protection allow-list of supported patterns (`rdev_core::AllowPattern`), a valid
 /// budget and network allow-list, a usable repository URL ([`RepoUrl`]), a safe branch
-/// name ([`BranchName`]), a deploy URL pattern with known placeholders and a positive
-/// Woodpecker id or a Woodpecker repository name, not both. Returns the repository URL,
-/// branch and Woodpecker name parsed (when given).
+/// name ([`BranchName`]), a deploy URL pattern with known placeholders, a positive
+/// Woodpecker id or a Woodpecker repository name, not both, and `max_parallel_builds`
+/// from 1 to 64. Returns the repository URL, branch and Woodpecker name parsed (when
+/// given).
 fn validate(f: Fields<'_>) -> Result<Parsed, ApiError> {
     f.secrets.validate().map_err(|e| invalid(&e))?;
     AllowPattern::parse_all(f.push_protection_allow).map_err(|e| invalid(&e))?;
@@ -173,6 +182,7 @@ fn validate(f: Fields<'_>) -> Result<Parsed, ApiError> {
     }
     let woodpecker_repo =
         validate_ci_repo(f.woodpecker_repo_id, f.woodpecker_repo).map_err(|e| invalid(&e))?;
+    Project::validate_max_parallel_builds(f.max_parallel_builds).map_err(|e| invalid(&e))?;
     Ok((repo_url, branch, woodpecker_repo))
 }
 
@@ -186,6 +196,9 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         .provider
         .map(|p| p.parse().map_err(|e: ValidationError| invalid(&e)))
         .transpose()?;
+    let max_parallel_builds = body
+        .max_parallel_builds
+        .unwrap_or(Project::DEFAULT_MAX_PARALLEL_BUILDS);
     let (repo_url, default_branch, woodpecker_repo) = validate(Fields {
         secrets: &body.secrets,
         push_protection_allow: &body.push_protection_allow,
@@ -199,6 +212,7 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         deploy_url_pattern: body.deploy_url_pattern.as_deref(),
         woodpecker_repo_id: body.woodpecker_repo_id,
         woodpecker_repo: body.woodpecker_repo.as_deref(),
+        max_parallel_builds,
     })?;
     Ok(NewProject {
         name,
@@ -216,6 +230,7 @@ fn parse_new(body: CreateBody) -> Result<NewProject, ApiError> {
         network_allow: body.network_allow,
         max_cost_usd: body.max_cost_usd,
         max_tokens: body.max_tokens,
+        max_parallel_builds,
     })
 }
 
@@ -238,7 +253,7 @@ fn to_json(p: &Project) -> Value {
             invalid_field, reserved_env_name, reserved_secret_name, unknown_template, \
             unknown_variable, missing_variable, invalid_variable, secret_in_commit", body = ErrorBody),
         (status = 502, description = "codes: git_failed, git_timeout, git_unavailable, \
-            git_io_error, git_parse_error, template_escape, undeclared_placeholder, \
+            git_io_error, git_parse_error, git_not_fast_forward, template_escape, undeclared_placeholder, \
             invalid_template, template_io", body = ErrorBody),
         (status = 503, description = "codes: master_key_mismatch, master_key_invalid, \
             master_key_file_insecure, master_key_file_error", body = ErrorBody),

@@ -21,8 +21,10 @@ use crate::config::Config;
 /// The script that installs the agent CLIs; its `*_VERSION=` lines are the pins.
 const SETUP_TOOLS: &str = include_str!("../../../../scripts/setup-tools");
 
-/// The oldest git rdev works with: credentials reach git through `GIT_CONFIG_COUNT`.
-const MIN_GIT: (u64, u64) = (2, 31);
+/// The oldest git rdev works with: credentials reach git through `GIT_CONFIG_COUNT`
+/// (2.31), and a push refused as not fast-forward is replayed with `git merge-tree
+/// --write-tree` and `--attr-source` (2.40), which never reads the agent's attributes.
+const MIN_GIT: (u64, u64) = (2, 40);
 /// The oldest Node.js the agent CLIs' installer supports.
 const MIN_NODE: u64 = 18;
 /// How long a `--version` may take.
@@ -316,7 +318,7 @@ mod tests {
         assert_eq!(version_in("git version 2.47.3").as_deref(), Some("2.47.3"));
         assert_eq!(version_in("v20.20.2").as_deref(), Some("20.20.2"));
         assert_eq!(version_in("no digits"), None);
-        assert!(major_minor("2.31.0") >= MIN_GIT);
-        assert!(major_minor("2.30.9") < MIN_GIT);
+        assert!(major_minor("2.40.0") >= MIN_GIT);
+        assert!(major_minor("2.39.5") < MIN_GIT);
     }
 }

@@ -91,6 +91,18 @@ fn is_config_entry(name: &str) -> bool {
 /// rule: a remote is a local path when it has no `scheme://` and no `:` before the first
 /// `/`.
 pub(crate) fn remote_url(url: &str) -> Cow<'_, str> {
+    if !is_local_remote(url) || Path::new(url).is_absolute() {
+        return Cow::Borrowed(url);
+    }
+    match std::path::absolute(url) {
+        Ok(path) => Cow::Owned(path.to_string_lossy().into_owned()),
+        Err(_) => Cow::Borrowed(url),
+    }
+}
+
+/// Whether git reads `url` as a local path: no `scheme://` and no `:` before the first
+/// `/` (git's own rule).
+pub(crate) fn is_local_remote(url: &str) -> bool {
     let is_url = url
         .split_once("://")
         .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains('/'));
@@ -99,13 +111,7 @@ pub(crate) fn remote_url(url: &str) -> Cow<'_, str> {
         (Some(colon), Some(slash)) => slash < colon,
         (Some(_), None) => false,
     };
-    if is_url || !local || Path::new(url).is_absolute() {
-        return Cow::Borrowed(url);
-    }
-    match std::path::absolute(url) {
-        Ok(path) => Cow::Owned(path.to_string_lossy().into_owned()),
-        Err(_) => Cow::Borrowed(url),
-    }
+    !is_url && local
 }
 
 /// Which repository a git command works on.
@@ -243,7 +249,25 @@ impl<'a> Git<'a> {
         String::from_utf8(out).map_err(|e| GitError::Parse(e.to_string()))
     }
 
+    /// Runs a command whose exit status 1 is an answer, not a failure (`merge-base
+    /// --is-ancestor`: no; `merge-tree`: conflicts): whether it exited 0, and its output.
+    pub(crate) async fn run_yes_no(&self, args: &[&str]) -> Result<(bool, String), GitError> {
+        let (out, code) = self.run_status(args, None, &[0, 1]).await?;
+        let out = String::from_utf8(out).map_err(|e| GitError::Parse(e.to_string()))?;
+        Ok((code == 0, out))
+    }
+
     async fn run_raw(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
+        Ok(self.run_status(args, input, &[0]).await?.0)
+    }
+
+    /// Runs `git <args>`; an exit status outside `answers` is [`GitError::Failed`].
+    async fn run_status(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+        answers: &[i32],
+    ) -> Result<(Vec<u8>, i32), GitError> {
         let home = ScratchHome::new()?;
         let mut cmd = self.command(args, &home.0);
         cmd.stdin(if input.is_some() {
@@ -277,15 +301,16 @@ impl<'a> Git<'a> {
         if out.status.success() {
             written.map_err(spawn_error)?;
         }
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(GitError::Failed {
-                args: args.join(" "),
-                status: out.status.to_string(),
-                stderr: stderr.trim().chars().take(STDERR_SNIPPET).collect(),
-            });
+        let answered = out.status.code().filter(|c| answers.contains(c));
+        if let Some(code) = answered {
+            return Ok((out.stdout, code));
         }
-        Ok(out.stdout)
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(GitError::Failed {
+            args: args.join(" "),
+            status: out.status.to_string(),
+            stderr: stderr.trim().chars().take(STDERR_SNIPPET).collect(),
+        })
     }
 }
 

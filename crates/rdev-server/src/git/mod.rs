@@ -18,12 +18,14 @@
 //!   listed for the housekeeping sweep.
 //! - [`spares`]: checkouts made ahead of time, keyed by commit.
 //! - [`workspace`]: one task's checkout: status, commit, push.
+//! - [`rebase`]: a task's commit replayed onto a branch that moved, in the object store.
 //! - [`changes`]: what a push would send, read from the object store for push protection.
 
 mod changes;
 mod cleanup;
 mod command;
 mod provision;
+mod rebase;
 mod spares;
 mod workspace;
 mod workspaces;
@@ -35,8 +37,10 @@ use std::time::Duration;
 
 pub use changes::{ChangeLimits, ChangedFile, Unpushed};
 pub use cleanup::CheckoutEntry;
+pub(crate) use command::is_local_remote;
 pub use command::DEFAULT_GIT_TIMEOUT;
 use rdev_core::ErrorCode;
+pub use rebase::Rebase;
 pub use workspace::Workspace;
 pub use workspaces::{GitWorkspaces, DEFAULT_SPARE_CHECKOUTS};
 
@@ -73,6 +77,10 @@ pub enum GitError {
     /// did not create, or one left behind by an earlier project of that name).
     #[error("{} already exists; rdev creates a repository only where there is none (remove it, or give it as repo_url)", .0.display())]
     RepositoryExists(std::path::PathBuf),
+    /// A push refused because the remote branch has commits the pushed one lacks (someone
+    /// pushed meanwhile); told apart by fetching the branch, not by git's wording.
+    #[error("the remote branch {branch} has commits the push lacks (not a fast-forward)")]
+    NotFastForward { branch: String },
 }
 
 impl ErrorCode for GitError {
@@ -84,6 +92,7 @@ impl ErrorCode for GitError {
             Self::Parse(_) => "git_parse_error",
             Self::Timeout(..) => "git_timeout",
             Self::RepositoryExists(_) => "repository_exists",
+            Self::NotFastForward { .. } => "git_not_fast_forward",
         }
     }
 }

@@ -119,6 +119,26 @@ impl Workspace {
         task: TaskId,
         branch: &str,
     ) -> Result<Option<String>, GitError> {
+        // A branch the remote does not have (an empty remote) holds nothing.
+        let Some(remote_ref) = self.fetch_branch(branch).await? else {
+            return Ok(None);
+        };
+        // `--grep` finds candidates (any line of the message); only the trailer block, as
+        // git parses it, counts: a prompt quoted in the message that holds a line
+        // `Rdev-Task: <id>` must not pass for that task's commit.
+        let grep = format!("--grep=^{TASK_TRAILER}: {task}$");
+        let format =
+            format!("--format=%H%x00%(trailers:key={TASK_TRAILER},valueonly,separator=%x2C)%x1e");
+        let out = self
+            .git()
+            .run(&["log", &format, "-n", "50", &grep, &remote_ref, "--"])
+            .await?;
+        Ok(commit_with_trailer(&out, &task.to_string()))
+    }
+
+    /// Fetches the remote's `branch` into `refs/rdev/remote/<branch>` and returns that ref,
+    /// or `None` when the remote has no such branch (an empty remote, say).
+    pub(super) async fn fetch_branch(&self, branch: &str) -> Result<Option<String>, GitError> {
         let remote_ref = format!("refs/rdev/remote/{branch}");
         let refspec = format!("+refs/heads/{branch}:{remote_ref}");
         let fetched = self
@@ -133,25 +153,13 @@ impl Workspace {
                 &refspec,
             ])
             .await;
-        if let Err(e) = fetched {
-            // An empty remote has no branch yet: nothing can carry the trailer.
-            if matches!(&e, GitError::Failed { stderr, .. } if stderr.contains("couldn't find remote ref"))
-            {
-                return Ok(None);
+        match fetched {
+            Ok(_) => Ok(Some(remote_ref)),
+            Err(GitError::Failed { stderr, .. }) if stderr.contains("couldn't find remote ref") => {
+                Ok(None)
             }
-            return Err(e);
+            Err(e) => Err(e),
         }
-        // `--grep` finds candidates (any line of the message); only the trailer block, as
-        // git parses it, counts: a prompt quoted in the message that holds a line
-        // `Rdev-Task: <id>` must not pass for that task's commit.
-        let grep = format!("--grep=^{TASK_TRAILER}: {task}$");
-        let format =
-            format!("--format=%H%x00%(trailers:key={TASK_TRAILER},valueonly,separator=%x2C)%x1e");
-        let out = self
-            .git()
-            .run(&["log", &format, "-n", "50", &grep, &remote_ref, "--"])
-            .await?;
-        Ok(commit_with_trailer(&out, &task.to_string()))
     }
 
     /// Pushes HEAD to the remote branch (fast-forward only).
@@ -160,10 +168,17 @@ impl Workspace {
     }
 
     /// Pushes HEAD to the remote branch `branch` (fast-forward only, so a branch of that
-    /// name is created or moved forward, never rewritten).
+    /// name is created or moved forward, never rewritten). A refusal because the branch
+    /// has commits HEAD lacks is [`GitError::NotFastForward`].
     pub async fn push_to(&self, branch: &str) -> Result<(), GitError> {
-        let refspec = format!("HEAD:refs/heads/{branch}");
-        self.git()
+        self.push_commit("HEAD", branch).await
+    }
+
+    /// [`Self::push_to`] for the commit `rev` rather than HEAD.
+    pub async fn push_commit(&self, rev: &str, branch: &str) -> Result<(), GitError> {
+        let refspec = format!("{rev}:refs/heads/{branch}");
+        let pushed = self
+            .git()
             .run(&[
                 "push",
                 "--quiet",
@@ -173,7 +188,16 @@ impl Workspace {
                 &self.repo_url,
                 &refspec,
             ])
-            .await?;
+            .await;
+        if let Err(e) = pushed {
+            // Told apart by what the remote holds, not by git's wording.
+            return Err(match self.lacks_remote_commits(rev, branch).await {
+                Ok(true) => GitError::NotFastForward {
+                    branch: branch.to_owned(),
+                },
+                _ => e,
+            });
+        }
         // The mirror follows the checkout's branch only.
         if branch == self.branch {
             self.owner

@@ -48,6 +48,7 @@ pub struct NewProject {
     pub network_allow: Vec<String>,
     pub max_cost_usd: Option<f64>,
     pub max_tokens: Option<u64>,
+    pub max_parallel_builds: u32,
 }
 
 /// A created project and what is shown about its creation once.
@@ -160,6 +161,7 @@ pub async fn create_project(
         network_allow,
         max_cost_usd,
         max_tokens,
+        max_parallel_builds,
     } = new;
     // Only a repository rdev creates now, or one given with variables, is initialised from
     // the template; an existing repository with history is never rendered over.
@@ -192,6 +194,7 @@ pub async fn create_project(
         network_allow,
         max_cost_usd,
         max_tokens,
+        max_parallel_builds,
     };
     if let Some(t) = &project.template {
         services.templates.get(t)?;
@@ -238,7 +241,22 @@ pub async fn create_project(
                 scanner,
             )
             .await
-            .map_err(ProjectError::Initialise)?,
+            .map_err(|e| match e {
+                // A local path the request named that git cannot clone (nothing there, or
+                // no repository): the request's fault, not an upstream's. A push the
+                // repository refuses stays a 502, as from a remote.
+                InitError::Git(git)
+                    if project.created_repo.is_none()
+                        && crate::git::is_local_remote(project.repo_url.as_str())
+                        && matches!(&git, GitError::Failed { args, .. } if args.starts_with("clone ")) =>
+                {
+                    ProjectError::Invalid(ValidationError::InvalidField {
+                        field: "repo_url",
+                        reason: format!("no repository git can clone at this path: {git}"),
+                    })
+                }
+                e => ProjectError::Initialise(e),
+            })?,
             _ => None,
         };
         let webhook_secret = rotate_signing_secret(&services.secrets, &project.name, actor)

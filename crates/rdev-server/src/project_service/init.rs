@@ -134,6 +134,7 @@ mod tests {
             network_allow: Vec::new(),
             max_cost_usd: None,
             max_tokens: None,
+            max_parallel_builds: Project::DEFAULT_MAX_PARALLEL_BUILDS,
         };
         let git = GitWorkspaces::new(tmp.path().join("git"));
         let templates = Arc::new(TemplateRegistry::builtin().unwrap());

@@ -163,6 +163,7 @@ fn settings(p: &Project) -> Markup {
             dt { "Deploy URL pattern" } dd { code.wrap { (opt(p.deploy_url_pattern.clone())) } }
             dt { "Woodpecker repository" } dd { (opt(p.woodpecker_repo_id.map(|i| i.to_string()))) }
             dt { "Push protection" } dd { (json!(p.push_protection).as_str().unwrap_or("")) }
+            dt { "Builds at once" } dd { (p.max_parallel_builds) }
             dt { "Network allow-list" } dd { @if p.network_allow.is_empty() { "none" } @else { (p.network_allow.join(", ")) } }
             dt { "Budget" } dd {
                 (p.max_cost_usd.map_or("no cost limit".to_owned(), layout::usd)) " · "

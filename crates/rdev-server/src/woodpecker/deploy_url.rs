@@ -2,7 +2,9 @@
 //! (`https://{project}.example.com`) or else from the pipeline's `deploy_to` when that is a
 //! URL. Must not contact anything: it only formats and checks.
 
-use rdev_core::{ErrorCode, ProjectName};
+use std::sync::LazyLock;
+
+use rdev_core::{api_schema, ErrorCode, ProjectName};
 use reqwest::Url;
 
 use super::Pipeline;
@@ -33,9 +35,37 @@ impl ErrorCode for DeployUrlError {
 /// The placeholders a pattern may use.
 pub const DEPLOY_URL_PLACEHOLDERS: [&str; 4] = ["project", "number", "commit", "short_commit"];
 
-/// Checks a pattern when a project is created or changed: known placeholders only, and the
-/// result with sample values is an absolute http(s) URL.
+/// The pattern's grammar, as the OpenAPI document states it.
+static GRAMMAR: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(api_schema::DEPLOY_URL_PATTERN_PATTERN).expect("the pattern compiles")
+});
+
+/// Checks a pattern when a project is created or changed: at most
+/// [`api_schema::MAX_DEPLOY_URL_PATTERN`] characters of the grammar the OpenAPI document
+/// states ([`api_schema::DEPLOY_URL_PATTERN_PATTERN`]: known placeholders only, a host that
+/// is a name), and the result with sample values is an absolute http(s) URL.
 pub fn validate_deploy_url_pattern(pattern: &str) -> Result<(), DeployUrlError> {
+    if pattern.chars().count() > api_schema::MAX_DEPLOY_URL_PATTERN {
+        return Err(DeployUrlError::InvalidPattern {
+            pattern: pattern.chars().take(200).collect(),
+            reason: format!(
+                "longer than {} characters",
+                api_schema::MAX_DEPLOY_URL_PATTERN
+            ),
+        });
+    }
+    if !GRAMMAR.is_match(pattern) {
+        // Say what is wrong where the expansion can tell (a placeholder, a brace, not a
+        // URL); otherwise the grammar's summary.
+        expand(pattern, |_| Some("x".to_owned()))?;
+        return Err(DeployUrlError::InvalidPattern {
+            pattern: pattern.chars().take(200).collect(),
+            reason: "not `http(s)://` and a host name (letters, digits, `-` and \
+                     placeholders; the last label led by a letter or `{project}`), an \
+                     optional port, then a path without spaces or other braces"
+                .to_owned(),
+        });
+    }
     expand(pattern, |name| {
         Some(match name {
             "project" => "sample-project".to_owned(),
@@ -138,5 +168,54 @@ mod tests {
     #[test]
     fn unmatched_close_brace_before_placeholder_is_rejected() {
         assert!(validate_deploy_url_pattern("https://}{project}.example.com").is_err());
+    }
+
+    #[test]
+    fn the_grammar_admits_usual_patterns_and_refuses_what_is_no_host_name() {
+        for ok in [
+            "https://{project}.example.com",
+            "http://preview-{short_commit}.{project}.apps.example.com:8443/p/{number}?c={commit}#x",
+            "https://example.com",
+            "https://Example.COM/",
+            "https://{project}",
+        ] {
+            assert_eq!(validate_deploy_url_pattern(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "ftp://example.com",
+            "https://",
+            "https://10.0.0.1/",
+            "https://example.{number}",
+            "https://exa mple.com",
+            "https://user@example.com",
+            "https://example.com:65536",
+            "https://example.com/{nope}",
+            "https://example.com/}",
+            "http:example.com",
+            " https://example.com",
+        ] {
+            assert!(validate_deploy_url_pattern(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the document's pattern admits, the server accepts: the pattern states
+        /// the whole check, but for punycode (an `xn--` label), which only the URL parser
+        /// knows.
+        #[test]
+        fn whatever_the_pattern_admits_is_accepted(
+            pattern in proptest::string::string_regex(
+                // The generator takes no anchors; it makes whole strings anyway.
+                api_schema::DEPLOY_URL_PATTERN_PATTERN
+                    .trim_start_matches('^')
+                    .trim_end_matches('$'),
+            )
+            .unwrap()
+        ) {
+            proptest::prop_assume!(pattern.chars().count() <= api_schema::MAX_DEPLOY_URL_PATTERN);
+            proptest::prop_assume!(!pattern.to_ascii_lowercase().contains("xn--"));
+            proptest::prop_assert_eq!(validate_deploy_url_pattern(&pattern), Ok(()));
+        }
     }
 }

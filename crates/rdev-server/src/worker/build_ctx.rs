@@ -42,3 +42,9 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// The branch a build's work goes to when it does not land on the default branch: always
+/// without `auto_deploy`, and after a push conflict.
+pub(super) fn task_branch(task: rdev_core::TaskId) -> String {
+    format!("rdev/{task}")
+}

@@ -5,6 +5,7 @@
 
 mod build_ctx;
 mod events;
+mod landing;
 mod metering;
 mod outcome;
 mod publish;

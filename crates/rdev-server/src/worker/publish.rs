@@ -4,16 +4,18 @@
 //! `rdev/<task id>`, never the default branch. A deployed commit's Woodpecker pipeline is
 //! followed (the repository by id or looked up by name; the pipeline matched by branch and
 //! push event) and the deploy URL derived. A failure after the push keeps what was pushed
-//! in the task's result ([`BuildOutcome::FailedWithResult`]). A retried attempt that finds
-//! its commit on its branch pushes nothing and goes on from there.
+//! in the task's result ([`BuildOutcome::FailedWithResult`]). A push to the default branch
+//! refused because it moved is replayed onto its new head ([`super::landing`]). A retried
+//! attempt that finds its commit on its branch pushes nothing and goes on from there.
 //!
 //! It must not run the agent nor write the task's end: `worker/task.rs` does both.
 
-use rdev_core::{BuildResult, CiRepo, PipelineReport, PipelineSummary, TaskId};
+use rdev_core::{BuildResult, CiRepo, PipelineReport, PipelineSummary};
 use serde_json::json;
 
 use super::{
-    build_ctx::Ctx,
+    build_ctx::{task_branch, Ctx},
+    landing::{self, Landed},
     outcome::{failed, BuildOutcome},
     push_protection::{self, Verdict},
 };
@@ -22,11 +24,6 @@ use crate::{
     secrets::Injection,
     woodpecker::{deploy_url, CiFollow, Pipeline, PipelineQuery, WoodpeckerError},
 };
-
-/// The branch a build without `auto_deploy` pushes its work to.
-pub(super) fn task_branch(task: TaskId) -> String {
-    format!("rdev/{task}")
-}
 
 /// Where a build's commit goes.
 enum Target {
@@ -70,6 +67,26 @@ pub(super) async fn already_pushed(cx: &Ctx<'_>, ws: &Workspace) -> Option<Build
                 ..BuildResult::default()
             };
             Some(after_push(cx, &target, sha, done).await)
+        }
+        Ok(None) if matches!(target, Target::Deploy(_)) => {
+            // An earlier attempt whose commit could not land kept it on the task's branch.
+            match ws
+                .find_task_commit_on(cx.task.id, &task_branch(cx.task.id))
+                .await
+            {
+                Ok(Some(sha)) => {
+                    let done = BuildResult {
+                        output: "an earlier attempt could not land this task's commit on the \
+                                 branch and kept it on the task's branch"
+                            .to_owned(),
+                        ..BuildResult::default()
+                    };
+                    let why = "found by a retried attempt";
+                    Some(landing::conflict_result(cx, sha, why, done))
+                }
+                Ok(None) => None,
+                Err(e) => Some(failed(format!("could not inspect the remote: {e}"), true)),
+            }
         }
         Ok(None) => None,
         Err(e) => Some(failed(format!("could not inspect the remote: {e}"), true)),
@@ -121,10 +138,18 @@ pub(super) async fn publish(
         json!({"step": "push", "commit_sha": sha, "branch": target.branch()}),
     )
     .await;
-    if let Err(e) = ws.push_to(target.branch()).await {
-        return failed(format!("push failed: {e}"), true);
-    }
-    let mut outcome = after_push(cx, &target, sha, done).await;
+    let mut outcome = match &target {
+        Target::Deploy(branch) => match landing::push_or_rebase(cx, ws, &sha, branch).await {
+            Landed::Pushed(landed) => after_push(cx, &target, landed, done).await,
+            Landed::Conflict(why) => landing::conflict(cx, ws, sha, &why, done).await,
+            Landed::Stopped => BuildOutcome::Stopped,
+            Landed::Failed(e) => failed(format!("push failed: {e}"), true),
+        },
+        Target::TaskBranch(branch) => match ws.push_commit(&sha, branch).await {
+            Ok(()) => after_push(cx, &target, sha, done).await,
+            Err(e) => failed(format!("push failed: {e}"), true),
+        },
+    };
     if let (
         BuildOutcome::Completed(r) | BuildOutcome::FailedWithResult { result: r, .. },
         Some(warned),

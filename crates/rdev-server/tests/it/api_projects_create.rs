@@ -169,6 +169,32 @@ async fn a_rejected_push_to_a_given_repository_removes_the_row_and_keeps_the_rep
     assert_eq!(git(&theirs, &["rev-list", "--all", "--count"]), "0");
 }
 
+#[tokio::test]
+async fn a_local_repo_url_git_cannot_clone_is_the_requests_fault() {
+    let app = spawn_app().await;
+    let c = reqwest::Client::new();
+    let base = &app.address;
+    let nowhere = app._dir.path().join("no-such-repo.git");
+    let not_a_repo = app._dir.path().join("plain-dir");
+    std::fs::create_dir_all(&not_a_repo).unwrap();
+    for path in [nowhere, not_a_repo] {
+        let (status, body) = send(c.post(format!("{base}/projects")).json(&json!({
+            "name": "site", "repo_url": path.to_string_lossy(), "template": "static-site",
+            "variables": {"title": "Site"}
+        })))
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("no repository git can clone at this path"),
+            "{message}"
+        );
+        let (status, _) = send(c.get(format!("{base}/projects/site"))).await;
+        assert_eq!(status, 404, "the row is gone");
+    }
+}
+
 /// Two creations of each name at once: exactly one 201 and one 409 `conflict`; the
 /// winner's repository has exactly its one first commit and nothing else is on disk.
 async fn concurrent_creates_of_one_name_give_one_winner(app: TestApp) {
@@ -241,4 +267,64 @@ async fn concurrent_creates_of_one_name_give_one_201_and_one_409_on_postgres() {
         spawn_app_with(Some(PgDatabase::create().await)).await,
     )
     .await;
+}
+
+/// `max_parallel_builds`: 1 when not given, set at creation and by a change, shown by
+/// `GET`, and 422 `invalid_field` outside 1..=64 (in a creation and in a change alike).
+#[tokio::test]
+async fn max_parallel_builds_defaults_to_one_and_is_checked() {
+    let app = spawn_app().await;
+    let (c, base) = (reqwest::Client::new(), app.address.clone());
+    let (status, body) = send(
+        c.post(format!("{base}/projects"))
+            .json(&json!({"name": "one", "repo_url": "/srv/git/one.git"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["max_parallel_builds"], 1);
+    let (status, body) = send(c.post(format!("{base}/projects")).json(
+        &json!({"name": "three", "repo_url": "/srv/git/three.git", "max_parallel_builds": 3}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        get_json(&c, format!("{base}/projects/three")).await["max_parallel_builds"],
+        3
+    );
+    for bad in [0, 65] {
+        let (status, err) = send(c.post(format!("{base}/projects")).json(
+            &json!({"name": "bad", "repo_url": "/srv/git/bad.git", "max_parallel_builds": bad}),
+        ))
+        .await;
+        assert_eq!(
+            (status, &err["error"]["code"]),
+            (422, &json!("invalid_field"))
+        );
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains("max_parallel_builds"), "{message}");
+        let (status, err) = send(
+            c.patch(format!("{base}/projects/three"))
+                .json(&json!({"max_parallel_builds": bad})),
+        )
+        .await;
+        assert_eq!(
+            (status, &err["error"]["code"]),
+            (422, &json!("invalid_field"))
+        );
+    }
+    let (status, body) = send(
+        c.patch(format!("{base}/projects/one"))
+            .json(&json!({"max_parallel_builds": 64})),
+    )
+    .await;
+    assert_eq!((status, &body["max_parallel_builds"]), (200, &json!(64)));
+    assert_eq!(
+        get_json(&c, format!("{base}/projects/one")).await["max_parallel_builds"],
+        64
+    );
+    assert_eq!(
+        get_json(&c, format!("{base}/projects/three")).await["max_parallel_builds"],
+        3,
+        "a refused change changes nothing"
+    );
 }

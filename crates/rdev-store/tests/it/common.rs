@@ -4,8 +4,18 @@
 
 #![allow(dead_code)]
 
-use rdev_core::{BuildResult, BuildSpec, NewTask, ProjectName};
+use rdev_core::{BuildResult, BuildSpec, NewTask, Project, ProjectName, ProjectStore};
 pub use rdev_testkit::db::{test_store_config as test_config, TestDb};
+
+/// Lets project `site` run up to 64 builds at once, for tests of the queue's other rules
+/// that hold several of its tasks together (by default a project runs one at a time).
+pub async fn parallel_site(store: &rdev_store::SqlStore) {
+    let site: Project = serde_json::from_value(serde_json::json!({
+        "name": "site", "repo_url": "/srv/git/site.git", "max_parallel_builds": 64,
+    }))
+    .unwrap();
+    store.create_project(&site).await.unwrap();
+}
 
 /// A project name for tests.
 pub fn project(name: &str) -> ProjectName {

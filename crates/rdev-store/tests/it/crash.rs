@@ -58,11 +58,13 @@ impl Drop for Worker {
     }
 }
 
-/// `TASKS` tasks with callbacks and attempts enough to survive every kill.
+/// `TASKS` tasks with callbacks and attempts enough to survive every kill, spread over
+/// 64 projects so that the workers hold many at once (a project runs one at a time).
 async fn seed(store: &rdev_store::SqlStore, name: &str) {
     let mut batch = Vec::new();
     for i in 0..TASKS {
         let mut task = task_with_callback(&format!("{name} {i}"));
+        task.project = common::project(&format!("{name}-{}", i % 64));
         task.max_attempts = 1000;
         batch.push(task);
     }

@@ -6,7 +6,9 @@ mod common;
 
 mod crash;
 mod discard_conformance;
+mod project_order_conformance;
 mod queue_conformance;
+mod queue_wake_conformance;
 mod retention_conformance;
 mod secrets_conformance;
 mod sessions_conformance;

@@ -4,13 +4,11 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use crate::common::{self, task, task_with_callback, TestDb};
 use rdev_core::{
     callback_payload, BuildResult, ErrorCode, FailOutcome, LeaseKey, LeaseToken, OutboxStore,
-    StoreError, TaskId, TaskStatus, TaskStore, Wake, WorkQueue,
+    StoreError, TaskId, TaskStatus, TaskStore, WorkQueue,
 };
-use rdev_store::Backend;
-
-use crate::common::{self, task, task_with_callback, TestDb};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -27,12 +25,10 @@ rdev_testkit::both_backends!(
     heartbeat_extends_held_leases_and_reports_lost_ones,
     heartbeat_of_held_and_lost_leases_together_reports_only_the_lost,
     same_worker_claiming_a_task_again_keeps_the_new_lease_apart_from_the_old,
-    a_failed_or_cancelled_task_is_retried_once_as_a_new_task,
     reaper_requeues_expired_leases_and_kills_exhausted_tasks,
     completion_writes_result_and_callback_row_together,
     a_failure_after_the_push_keeps_its_result_in_the_task_and_callback,
     batched_completion_reports_lost_leases,
-    enqueue_wakes_an_idle_waiter_and_silence_means_poll,
 );
 
 async fn two_workers_never_hold_the_same_task(t: TestDb) {
@@ -293,6 +289,7 @@ async fn cancel_of_a_running_task_revokes_its_lease(t: TestDb) {
 }
 
 async fn claim_follows_priority_then_run_at_and_skips_delayed_tasks(t: TestDb) {
+    common::parallel_site(&t.store).await;
     let now = t.clock_now();
     let mut a = task("a");
     a.run_at = Some(now);
@@ -319,6 +316,7 @@ async fn claim_follows_priority_then_run_at_and_skips_delayed_tasks(t: TestDb) {
 }
 
 async fn heartbeat_extends_held_leases_and_reports_lost_ones(t: TestDb) {
+    common::parallel_site(&t.store).await;
     t.store
         .create_many(vec![task("a"), task("b")])
         .await
@@ -380,6 +378,7 @@ async fn same_worker_claiming_a_task_again_keeps_the_new_lease_apart_from_the_ol
 }
 
 async fn heartbeat_of_held_and_lost_leases_together_reports_only_the_lost(t: TestDb) {
+    common::parallel_site(&t.store).await;
     t.store
         .create_many(vec![task("a"), task("b"), task("c")])
         .await
@@ -409,6 +408,7 @@ async fn heartbeat_of_held_and_lost_leases_together_reports_only_the_lost(t: Tes
 }
 
 async fn reaper_requeues_expired_leases_and_kills_exhausted_tasks(t: TestDb) {
+    common::parallel_site(&t.store).await;
     let mut once = task_with_callback("once");
     once.max_attempts = 1;
     let once = t.store.create(once).await.unwrap().task.id;
@@ -535,6 +535,7 @@ async fn a_failure_after_the_push_keeps_its_result_in_the_task_and_callback(t: T
 }
 
 async fn batched_completion_reports_lost_leases(t: TestDb) {
+    common::parallel_site(&t.store).await;
     t.store
         .create_many(vec![task("a"), task("b"), task("c")])
         .await
@@ -550,66 +551,6 @@ async fn batched_completion_reports_lost_leases(t: TestDb) {
     assert_eq!(report.lost, vec![leases[1].task.id]);
 }
 
-async fn enqueue_wakes_an_idle_waiter_and_silence_means_poll(t: TestDb) {
-    let mut signal = t.store.subscribe();
-    assert_eq!(
-        t.store
-            .wait_for_work(&mut signal, Duration::from_millis(50))
-            .await,
-        Wake::Poll
-    );
-    // Announced between the empty claim and the wait: remembered, not missed.
-    assert!(t.store.claim("w", 1, LEASE).await.unwrap().is_empty());
-    t.store.create(task("x")).await.unwrap();
-    assert_eq!(
-        t.store
-            .wait_for_work(&mut signal, Duration::from_secs(30))
-            .await,
-        Wake::Notified
-    );
-    assert_eq!(t.store.claim("w", 1, LEASE).await.unwrap().len(), 1);
-}
-
-/// PostgreSQL only: waits on a second store (another node) for a task the first store
-/// enqueues, then claims it there.
-async fn pg_pickup_on_another_node(config: rdev_store::StoreConfig) -> Wake {
-    let t = TestDb::fresh(Backend::Postgres).await;
-    let worker = t.another_store(config).await;
-    let mut signal = worker.subscribe();
-    t.store.create(task("x")).await.unwrap();
-    let wake = worker
-        .wait_for_work(&mut signal, Duration::from_secs(20))
-        .await;
-    assert_eq!(worker.claim("w", 1, LEASE).await.unwrap().len(), 1);
-    wake
-}
-
-/// PostgreSQL only: another node's enqueue reaches an idle waiter through NOTIFY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pg_notify_from_another_node_wakes_an_idle_waiter() {
-    let mut slow_poll = common::test_config();
-    slow_poll.poll_interval = Duration::from_secs(20);
-    let wake = pg_pickup_on_another_node(slow_poll).await;
-    assert_eq!(
-        wake,
-        Wake::Notified,
-        "NOTIFY did not arrive within the poll interval"
-    );
-}
-
-/// PostgreSQL only: without LISTEN (a pooler that drops NOTIFY) the poll still finds work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pg_pickup_without_notify_falls_back_to_polling() {
-    let mut no_listen = common::test_config();
-    no_listen.listen = false;
-    let wake = pg_pickup_on_another_node(no_listen).await;
-    assert_eq!(
-        wake,
-        Wake::Poll,
-        "nothing can announce work to a store without LISTEN"
-    );
-}
-
 trait ClockNow {
     fn clock_now(&self) -> chrono::DateTime<chrono::Utc>;
 }
@@ -618,41 +559,4 @@ impl ClockNow for TestDb {
     fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         rdev_core::Clock::now(&self.clock)
     }
-}
-
-async fn a_failed_or_cancelled_task_is_retried_once_as_a_new_task(t: TestDb) {
-    let failed = t.store.create(task("fails")).await.unwrap().task;
-    let cancelled = t.store.create(task("cancelled")).await.unwrap().task;
-    let queued = t.store.create(task("waits")).await.unwrap().task;
-    let l = t.store.claim("w", 1, LEASE).await.unwrap().remove(0);
-    assert_eq!(l.task.id, failed.id);
-    t.store.fail(&l.key(), "boom", false).await.unwrap();
-    t.store.cancel(cancelled.id).await.unwrap();
-
-    let first = t.store.retry(failed.id).await.unwrap();
-    assert!(first.created);
-    let again = &first.task;
-    assert_ne!(again.id, failed.id);
-    assert_eq!(
-        (again.status, again.attempt, again.retry_of),
-        (TaskStatus::Queued, 0, Some(failed.id))
-    );
-    assert_eq!(
-        (&again.project, &again.spec),
-        (&failed.project, &failed.spec)
-    );
-    assert_eq!(
-        t.store.get(again.id).await.unwrap().retry_of,
-        Some(failed.id)
-    );
-    // Asked again: the same retry, not a second one.
-    let second = t.store.retry(failed.id).await.unwrap();
-    assert!(!second.created);
-    assert_eq!(second.task.id, again.id);
-    assert!(t.store.retry(cancelled.id).await.unwrap().created);
-
-    let err = t.store.retry(queued.id).await.unwrap_err();
-    assert_eq!(err.code(), "invalid_transition", "{err}");
-    let err = t.store.retry(TaskId::new()).await.unwrap_err();
-    assert_eq!(err.code(), "not_found", "{err}");
 }

@@ -74,6 +74,7 @@ async fn exists(t: &TestDb, id: TaskId) -> bool {
 }
 
 async fn old_finished_history_is_pruned_in_batches_and_live_work_is_kept(t: TestDb) {
+    common::parallel_site(&t.store).await;
     let repo = SqlSecretRepository::new(t.db.clone());
     // Forty days ago: finished tasks of every kind, and work that is still live.
     let delivered = completed(&t, true, 5).await;

@@ -256,7 +256,8 @@ async fn deleting_a_project_cancels_its_live_tasks_frees_its_keys_and_deletes_it
     t: TestDb,
 ) {
     let site: Project = serde_json::from_value(serde_json::json!({
-        "name": "site", "repo_url": "/data/repos/site.git", "created_repo": "/data/repos/site.git"
+        "name": "site", "repo_url": "/data/repos/site.git", "created_repo": "/data/repos/site.git",
+        "max_parallel_builds": 8,
     }))
     .unwrap();
     let blog: Project =
@@ -481,6 +482,7 @@ async fn a_reused_idempotency_key_is_reported_only_for_a_different_request(t: Te
 }
 
 async fn outbox_rows_are_claimed_held_and_marked(t: TestDb) {
+    common::parallel_site(&t.store).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
