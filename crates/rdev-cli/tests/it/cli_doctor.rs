@@ -137,7 +137,7 @@ async fn doctor_fails_without_git_on_path_and_says_how_to_fix_it() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     let git = line(&text, "git");
     assert!(
-        git.starts_with("error    git: git was not found on PATH; fix: install git 2.31"),
+        git.starts_with("error    git: git was not found on PATH; fix: install git 2.40"),
         "{git}"
     );
 }
