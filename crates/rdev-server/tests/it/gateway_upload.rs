@@ -280,6 +280,26 @@ impl Paced {
     }
 }
 
+/// Sends the first 2 MiB of `body` as an agent's call through `gw`, waits until `upstream`
+/// has answered that early request (`why`), sends the rest, and checks the agent got
+/// [`JSON_ANSWER`] (from wherever the gateway took it next).
+async fn answered_early_then_completed(
+    gw: &Gateway,
+    upstream: &RawUpstream,
+    body: Bytes,
+    why: &str,
+) {
+    let grant = gw.grant(GrantSpec::default());
+    let call = paced_call(gw, grant.token().expose(), body.len());
+    call.send(body.slice(..2 * MIB));
+    upstream
+        .wait(why, |c| c.first().is_some_and(|c| c.answered))
+        .await;
+    let response = call.finish(body.slice(2 * MIB..)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), JSON_ANSWER.as_bytes());
+}
+
 #[tokio::test]
 async fn a_call_refused_by_its_budget_while_its_body_streams_never_reaches_the_upstream_whole() {
     let raw = RawUpstream::start(vec![Reply::AfterBody(ok_answer())]).await;
@@ -337,18 +357,14 @@ async fn after_a_streamed_start_failover_sends_the_whole_body_to_the_next_upstre
         metrics.clone(),
     )
     .await;
-    let grant = gw.grant(GrantSpec::default());
     let body = big_body(4 * MIB);
-    let call = paced_call(&gw, grant.token().expose(), body.len());
-    call.send(body.slice(..2 * MIB));
-    overloaded
-        .wait("the first upstream answers early", |c| {
-            c.first().is_some_and(|c| c.answered)
-        })
-        .await;
-    let response = call.finish(body.slice(2 * MIB..)).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.bytes().await.unwrap(), JSON_ANSWER.as_bytes());
+    answered_early_then_completed(
+        &gw,
+        &overloaded,
+        body.clone(),
+        "the first upstream answers early",
+    )
+    .await;
     let seen = second.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert!(
@@ -407,18 +423,8 @@ async fn a_429_before_the_body_is_in_is_retried_with_the_whole_body_on_the_same_
     ])
     .await;
     let gw = gateway_to(&[("limited", limited.addr)], Metrics::default()).await;
-    let grant = gw.grant(GrantSpec::default());
     let body = big_body(3 * MIB);
-    let call = paced_call(&gw, grant.token().expose(), body.len());
-    call.send(body.slice(..2 * MIB));
-    limited
-        .wait("the 429 comes early", |c| {
-            c.first().is_some_and(|c| c.answered)
-        })
-        .await;
-    let response = call.finish(body.slice(2 * MIB..)).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.bytes().await.unwrap(), JSON_ANSWER.as_bytes());
+    answered_early_then_completed(&gw, &limited, body.clone(), "the 429 comes early").await;
     limited
         .wait("both requests are over", |c| c.len() == 2 && c[0].closed)
         .await;
