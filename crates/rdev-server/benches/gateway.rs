@@ -1,9 +1,11 @@
 //! What the model gateway costs a model call, against the baseline of calling the same
 //! upstream directly (docs/gateway.md, "Overhead"). Two answer shapes, each measured on
-//! three paths interleaved call by call so all see the same machine: direct, through the
-//! gateway's TCP listener, and the path a sandboxed agent takes (a loopback port of the
-//! sandbox relay, `rdev-sandbox-relay` from `target/` or `BENCH_RELAY`, handing each
-//! connection to the gateway's Unix socket; skipped when not built).
+//! four paths interleaved call by call so all see the same machine: direct, through a
+//! plain TCP forwarder (`tcp_proxy`: what any user-space proxy costs at least, the floor
+//! for the gateway's ratios), through the gateway's TCP listener, and the path a
+//! sandboxed agent takes (a loopback port of the sandbox relay, `rdev-sandbox-relay` from
+//! `target/` or `BENCH_RELAY`, handing each connection to the gateway's Unix socket;
+//! skipped when not built).
 //!
 //! - latency: N small streaming calls one after another (default 500, `BENCH_CALLS`) to
 //!   the scripted model, each read to its last byte; p50/p99 of each path and what the
@@ -42,6 +44,7 @@ use rdev_server::{
 };
 use rdev_testkit::ScriptedModel;
 use serde_json::{json, Value};
+use tokio::runtime::Handle;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -102,9 +105,11 @@ async fn call(http: &reqwest::Client, base: &str, key: &str, path: &str, body: &
     }
 }
 
-/// The ways to one upstream: direct, through the gateway, through relay and gateway.
+/// The ways to one upstream: direct, through a plain TCP forwarder (the floor for any
+/// proxy), through the gateway, through relay and gateway.
 struct Paths {
     direct: String,
+    tcp_proxy: String,
     gateway: String,
     relay: Option<String>,
     token: String,
@@ -115,6 +120,7 @@ impl Paths {
     fn each(&self) -> Vec<(&'static str, &str, &str)> {
         let mut out = vec![
             ("direct", self.direct.as_str(), "sk-bench"),
+            ("tcp_proxy", self.tcp_proxy.as_str(), "sk-bench"),
             ("gateway", self.gateway.as_str(), self.token.as_str()),
         ];
         if let Some(r) = &self.relay {
@@ -125,7 +131,10 @@ impl Paths {
 }
 
 /// `rounds` interleaved calls of `body` to `path` (`/v1/messages` and its query) on every
-/// path: each path's timings, in order.
+/// path: each path's timings, in order. Every other round goes through the paths in the
+/// reverse order, so of two paths each comes first as often: a gateway call right after another one
+/// (relay after gateway) measured 0.77-0.86x direct for big streams where the first of the
+/// two measured 0.82-0.99x, whichever of them came first.
 async fn measure(
     http: &reqwest::Client,
     paths: &Paths,
@@ -136,8 +145,14 @@ async fn measure(
     let each = paths.each();
     let mut out: Vec<(&'static str, Vec<Timed>)> =
         each.iter().map(|(l, _, _)| (*l, Vec::new())).collect();
-    for _ in 0..rounds {
-        for (i, (_, base, key)) in each.iter().enumerate() {
+    for round in 0..rounds {
+        for k in 0..each.len() {
+            let i = if round % 2 == 0 {
+                k
+            } else {
+                each.len() - 1 - k
+            };
+            let (_, base, key) = each[i];
             out[i].1.push(call(http, base, key, path, body).await);
         }
     }
@@ -177,8 +192,13 @@ fn report_latency(bench: &str, measured: &[(&str, Vec<Timed>)]) {
 }
 
 /// Throughput of each path against direct, and where the time went, one line per path.
+/// The gateway's paths also get their ratio to the plain TCP forwarder's.
 fn report_throughput(bench: &str, measured: &[(&str, Vec<Timed>)]) {
     let direct = mib_s(&measured[0].1);
+    let floor = measured
+        .iter()
+        .find(|(label, _)| *label == "tcp_proxy")
+        .map(|(_, calls)| mib_s(calls));
     for (label, calls) in measured {
         let n = calls.len().max(1) as f64;
         let headers: f64 = calls.iter().map(|t| t.headers).sum::<f64>() / n * 1000.0;
@@ -191,8 +211,11 @@ fn report_throughput(bench: &str, measured: &[(&str, Vec<Timed>)]) {
         });
         if *label != "direct" {
             line["ratio"] = json!(rate / direct);
+        }
+        if let ("gateway" | "relay", Some(floor)) = (*label, floor) {
             line["goal"] = json!("ratio >= 0.9");
             line["met"] = json!(rate / direct >= 0.9);
+            line["ratio_to_tcp_proxy"] = json!(rate / floor);
         }
         println!("{line}");
     }
@@ -319,7 +342,11 @@ fn sse_chunks(events: usize) -> Vec<Bytes> {
 
 /// A gateway whose one upstream is `base_url` (key `sk-bench`), its grant's token, and a
 /// relay in front of its Unix socket when one is built.
-async fn gateway_to(base_url: &str) -> (Gateway, rdev_server::gateway::Grant, Option<Relay>) {
+/// The gateway runs on `proxies`, the threads the plain forwarder runs on too.
+async fn gateway_to(
+    proxies: &Handle,
+    base_url: &str,
+) -> (Gateway, rdev_server::gateway::Grant, Option<Relay>) {
     let mut config = Config::default();
     config
         .agents
@@ -332,12 +359,44 @@ async fn gateway_to(base_url: &str) -> (Gateway, rdev_server::gateway::Grant, Op
         .env
         .insert("ANTHROPIC_API_KEY".into(), SecretString::new("sk-bench"));
     let settings = config.gateway_settings_from(|_| None).unwrap();
-    let gateway = Gateway::start(settings, None, Metrics::default(), None)
+    let gateway = proxies
+        .spawn(Gateway::start(settings, None, Metrics::default(), None))
         .await
+        .unwrap()
         .unwrap();
     let grant = gateway.grant(GrantSpec::default());
     let relay = start_relay(&gateway);
     (gateway, grant, relay)
+}
+
+/// The least any proxy on this machine costs: a plain TCP forwarder to `upstream` (the
+/// bytes copied both ways by `copy_bidirectional`, 256 KiB at a time; no HTTP, no
+/// metering, no key swapped), in the same process as the gateway.
+async fn start_tcp_proxy(upstream: String) -> String {
+    let target = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                for s in [&client, &upstream] {
+                    s.set_nodelay(true).unwrap();
+                }
+                const BUF: usize = 256 * 1024;
+                let _ =
+                    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF)
+                        .await;
+            });
+        }
+    });
+    format!("http://{addr}")
 }
 
 fn main() {
@@ -345,10 +404,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    // The client (this runtime), the model and the proxies each on threads of their own,
+    // as each is its own process in use: all on one runtime, a proxy's tasks queued behind
+    // the client's and the model's, which they wake, and ran one after another.
+    let threads = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (upstream, proxies) = (threads("upstream"), threads("proxies"));
+    runtime.block_on(run(upstream.handle(), proxies.handle()));
 }
 
-async fn run() {
+async fn run(upstream: &Handle, proxies: &Handle) {
     let calls = env_usize("BENCH_CALLS", 500);
     let streams = env_usize("BENCH_STREAMS", 20);
     let sse_calls = env_usize("BENCH_SSE_CALLS", 200);
@@ -358,10 +428,18 @@ async fn run() {
     let http = reqwest::Client::new();
 
     // The scripted model: small calls for latency, 4 MiB answers for throughput.
-    let model = ScriptedModel::start().await.unwrap();
-    let (gateway, grant, relay) = gateway_to(&model.base_url()).await;
+    let model = upstream
+        .spawn(ScriptedModel::start())
+        .await
+        .unwrap()
+        .unwrap();
+    let (gateway, grant, relay) = gateway_to(proxies, &model.base_url()).await;
     let paths = Paths {
         direct: model.base_url(),
+        tcp_proxy: proxies
+            .spawn(start_tcp_proxy(model.base_url()))
+            .await
+            .unwrap(),
         gateway: gateway.url(),
         relay: relay.as_ref().map(|r| r.url.clone()),
         token: grant.token().expose().to_owned(),
@@ -389,9 +467,10 @@ async fn run() {
     report_cpu("gateway_stream_cpu", &http, &paths, &big, streams).await;
 
     // The realistic shape: a small request, many small events.
-    let sse = start_sse_model().await;
-    let (sse_gateway, sse_grant, sse_relay) = gateway_to(&sse).await;
+    let sse = upstream.spawn(start_sse_model()).await.unwrap();
+    let (sse_gateway, sse_grant, sse_relay) = gateway_to(proxies, &sse).await;
     let sse_paths = Paths {
+        tcp_proxy: proxies.spawn(start_tcp_proxy(sse.clone())).await.unwrap(),
         direct: sse,
         gateway: sse_gateway.url(),
         relay: sse_relay.as_ref().map(|r| r.url.clone()),

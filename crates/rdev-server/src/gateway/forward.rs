@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
+use rdev_core::MeteredUsage;
 
 use super::{
     grants::{AuthError, GrantState, Refusal, Reservation, Spend, SESSION_HEADER},
@@ -74,16 +75,20 @@ pub fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<GrantState>
 
 /// The worst a call can cost: its input (estimated at one token per four request bytes)
 /// and all of `max_tokens` as output, at the model's price.
-fn worst_case(gw: &Gateway, model: &str, body_len: usize, max_tokens: u64) -> Spend {
-    let input = (body_len as u64).div_ceil(4);
-    let usage = rdev_core::MeteredUsage {
-        input_tokens: input,
+fn worst_case(gw: &Gateway, model: &str, usage: &MeteredUsage) -> Spend {
+    Spend {
+        cost_usd: gw.inner.settings.prices.cost(model, usage),
+        tokens: usage.total_tokens(),
+    }
+}
+
+/// The most a call can use: its input (estimated at one token per four request bytes) and
+/// all of its `max_tokens`.
+fn worst_usage(body_len: usize, max_tokens: u64) -> MeteredUsage {
+    MeteredUsage {
+        input_tokens: (body_len as u64).div_ceil(4),
         output_tokens: max_tokens,
         ..Default::default()
-    };
-    Spend {
-        cost_usd: gw.inner.settings.prices.cost(model, &usage),
-        tokens: usage.total_tokens(),
     }
 }
 
@@ -133,9 +138,9 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
     let metered = parts.uri.path() == "/v1/messages";
     let model = fields.model.clone().unwrap_or_default();
     let reservation = if metered {
-        let worst = worst_case(&gw, &model, body.len(), fields.max_tokens.unwrap_or(4096));
-        match grant.reserve(worst) {
-            Ok(r) => Some(r),
+        let worst = worst_usage(body.len(), fields.max_tokens.unwrap_or(4096));
+        match grant.reserve(worst_case(&gw, &model, &worst)) {
+            Ok(r) => Some((r, worst)),
             Err(Refusal::Revoked) => {
                 return api_error(
                     StatusCode::UNAUTHORIZED,
@@ -219,7 +224,7 @@ pub async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
 fn respond(
     gw: &Gateway,
     upstream: reqwest::Response,
-    reservation: Option<Reservation>,
+    reservation: Option<(Reservation, MeteredUsage)>,
     requested_model: String,
 ) -> Response {
     let status = upstream.status();
@@ -234,12 +239,13 @@ fn respond(
     let stream = upstream.bytes_stream();
     let body = match reservation {
         None => Body::from_stream(stream),
-        Some(reservation) => {
+        Some((reservation, worst)) => {
             // Read on the forwarding task itself: a task woken per chunk (the first
             // version's side reader) cost more than the reading does.
             let mut metering = Metering {
                 gw: gw.clone(),
                 reservation: Some(reservation),
+                worst,
                 requested_model,
                 ok: status.is_success(),
                 meter: Some(meter::Meter::new(sse)),
@@ -264,6 +270,8 @@ fn respond(
 struct Metering {
     gw: Gateway,
     reservation: Option<Reservation>,
+    /// What the call is billed if its response cannot be read ([`meter::Reported::unreadable`]).
+    worst: MeteredUsage,
     requested_model: String,
     ok: bool,
     meter: Option<meter::Meter>,
@@ -274,7 +282,15 @@ impl Drop for Metering {
         let (Some(reservation), Some(meter)) = (self.reservation.take(), self.meter.take()) else {
             return;
         };
-        let reported = meter.finish();
+        let mut reported = meter.finish();
+        if reported.unreadable {
+            tracing::warn!(
+                model = %self.requested_model,
+                "a model response could not be metered; billed at the call's worst case"
+            );
+            reported.usage = self.worst;
+            reported.seen = true;
+        }
         // Dropped inside the server's runtime; at its shutdown the reservation just goes.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (gw, model, ok) = (

@@ -13,7 +13,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use eventsource_stream::EventStream;
 use futures::Stream;
 use rdev_core::MeteredUsage;
@@ -30,6 +30,10 @@ pub struct Reported {
     pub usage: MeteredUsage,
     /// Whether any usage was reported at all.
     pub seen: bool,
+    /// The response could not be read to its end (a JSON body over 16 MiB, a usage event
+    /// with a line over 64 KiB, a stream that is not UTF-8): what it used is unknown, so it is billed at its
+    /// worst case, never as free.
+    pub unreadable: bool,
 }
 
 /// Sets from `u` (an Anthropic `usage` object) every field it has; fields it lacks keep
@@ -58,9 +62,14 @@ fn apply(usage: &mut MeteredUsage, u: &Value) {
 }
 
 impl Reported {
+    /// Whether an SSE event of this name can report usage.
+    fn is_usage(name: &str) -> bool {
+        name == "message_start" || name == "message_delta"
+    }
+
     /// One SSE event of a Messages stream.
     pub fn event(&mut self, name: &str, data: &str) {
-        if name != "message_start" && name != "message_delta" {
+        if !Self::is_usage(name) {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -97,9 +106,9 @@ impl Reported {
 
 /// Reads a response's usage from its chunks as they are forwarded, on the forwarding task
 /// itself: no channel, no task woken per chunk. An SSE stream goes through
-/// `eventsource-stream`'s parser, driven in place: each chunk (a cheap `Bytes` clone) is
-/// handed to the parser's input and the events it completes are read at once; a JSON body
-/// is kept (up to 16 MiB; a bigger one is forwarded unmetered) and parsed at the end.
+/// `eventsource-stream`'s parser, driven in place: each whole line (a cheap `Bytes` slice)
+/// is handed to the parser's input and the events it completes are read at once; a JSON
+/// body is kept (up to 16 MiB; a bigger one is forwarded unread) and parsed at the end.
 #[derive(Debug)]
 pub struct Meter {
     kind: Kind,
@@ -144,12 +153,32 @@ impl Stream for Fed {
     }
 }
 
+/// The longest SSE line handed to the parser. A usage report (`message_start`,
+/// `message_delta`) is a few hundred bytes; text deltas can be megabytes, and are not read.
+/// A longer `data` line is skipped as it passes (nothing of it is kept) and the parser gets
+/// [`ELIDED`] in its place, so the event keeps its shape; if that event turns out to be a
+/// usage report, the stream is unreadable. A longer line of any other field makes the
+/// stream unreadable at once; a longer comment is skipped.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What the parser gets for a skipped `data` line (before its line end): never empty, so
+/// its event is always dispatched and the skip is known to belong to that event.
+const ELIDED: &[u8] = b"data:\xe2\x80\xa6";
+
 /// An SSE stream's parser and its input.
 struct Sse {
     inbox: Inbox,
     events: EventStream<Fed>,
-    /// The stream was not valid UTF-8: nothing more is read from it.
-    broken: bool,
+    /// The start of a line whose end has not arrived yet (at most [`MAX_LINE`] bytes).
+    partial: BytesMut,
+    /// The line being read is over [`MAX_LINE`]: what the parser gets at its end instead
+    /// (before the line end).
+    skipping: Option<&'static [u8]>,
+    /// A line of the event being read was skipped.
+    elided: bool,
+    /// The stream is not valid UTF-8, or a line that had to be read was too long: nothing
+    /// more is read, and the call is billed at its worst case.
+    unreadable: bool,
 }
 
 impl Sse {
@@ -158,25 +187,95 @@ impl Sse {
         Self {
             events: EventStream::new(Fed(Arc::clone(&inbox))),
             inbox,
-            broken: false,
+            partial: BytesMut::new(),
+            skipping: None,
+            elided: false,
+            unreadable: false,
         }
     }
 
-    /// Hands `chunk` to the parser and reads every event it completes.
+    /// Reads `chunk`. The parser searches its whole buffer again for each piece it is given
+    /// and copies what follows each line it takes, which is quadratic in an event's size (a
+    /// 3 MiB event in 4 KiB chunks took a minute) and in the lines per piece; so it is given
+    /// one whole line at a time, a slice of the chunk or the line's parts joined once.
     fn feed(&mut self, chunk: &Bytes, reported: &mut Reported) {
-        if self.broken {
+        let mut start = 0;
+        for end in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+            if self.unreadable {
+                return;
+            }
+            if self.skipping.is_none() && self.partial.len() + (end - start) > MAX_LINE {
+                self.skip(&chunk[start..end]);
+                if self.unreadable {
+                    return;
+                }
+            }
+            let line = match self.skipping.take() {
+                Some(instead) => {
+                    self.elided = true;
+                    let mut line = BytesMut::from(instead);
+                    line.extend_from_slice(&chunk[end..=end]);
+                    line.freeze()
+                }
+                None if self.partial.is_empty() => chunk.slice(start..=end),
+                None => {
+                    self.partial.extend_from_slice(&chunk[start..=end]);
+                    self.partial.split().freeze()
+                }
+            };
+            start = end + 1;
+            self.parse(line, reported);
+        }
+        let rest = &chunk[start..];
+        if self.unreadable || self.skipping.is_some() {
+            return;
+        }
+        if self.partial.len() + rest.len() > MAX_LINE {
+            self.skip(rest);
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+
+    /// The line begun in `partial` and continued by `more` is too long to read: decides
+    /// what the parser gets instead, by the line's field.
+    fn skip(&mut self, more: &[u8]) {
+        let mut head = self.partial.split().to_vec();
+        head.extend(more.iter().take(5));
+        if head.starts_with(b"data:") {
+            self.skipping = Some(ELIDED);
+        } else if head.starts_with(b":") {
+            self.skipping = Some(b":");
+        } else {
+            self.unreadable = true;
+        }
+    }
+
+    /// Hands `line` to the parser and reads every event it completes.
+    fn parse(&mut self, line: Bytes, reported: &mut Reported) {
+        // The parser's UTF-8 step takes an invalid byte for a character still arriving and
+        // keeps it, and everything after it, waiting: checked here, line by line (a line
+        // ends at an ASCII byte, so a whole line is valid on its own).
+        if std::str::from_utf8(&line).is_err() {
+            self.unreadable = true;
             return;
         }
         self.inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back(chunk.clone());
+            .push_back(line);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         loop {
             match Pin::new(&mut self.events).poll_next(&mut cx) {
-                Poll::Ready(Some(Ok(event))) => reported.event(&event.event, &event.data),
+                Poll::Ready(Some(Ok(event))) => {
+                    if std::mem::take(&mut self.elided) && Reported::is_usage(&event.event) {
+                        self.unreadable = true;
+                        return;
+                    }
+                    reported.event(&event.event, &event.data);
+                }
                 Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                    self.broken = true;
+                    self.unreadable = true;
                     return;
                 }
                 Poll::Pending => return,
@@ -217,9 +316,15 @@ impl Meter {
     /// What the response reported, however far it got.
     pub fn finish(self) -> Reported {
         match self.kind {
-            Kind::Sse(_) => self.reported,
+            Kind::Sse(sse) => Reported {
+                unreadable: sse.unreadable,
+                ..self.reported
+            },
             Kind::Json(Some(body)) => Reported::json(&body),
-            Kind::Json(None) => Reported::default(),
+            Kind::Json(None) => Reported {
+                unreadable: true,
+                ..Reported::default()
+            },
         }
     }
 }
@@ -324,37 +429,110 @@ mod tests {
     }
 
     #[test]
-    fn sse_lines_end_with_lf_or_crlf_and_events_are_read_whatever_the_chunking() {
-        let text = "x".repeat(3 * 1024 * 1024);
-        let body = format!(
-            ": a comment\r\nevent: message_start\r\ndata: {{\"message\":\r\ndata: {{\"model\":\"m\",\"usage\":{{\"input_tokens\":3}}}}}}\r\n\r\n\
-             event: content_block_delta\ndata: {{\"delta\":{{\"text\":\"{text}\"}}}}\n\n\
-             data: {{\"usage\":{{\"output_tokens\":99}}}}\nevent: message_delta\n\n\
-             data: {{\"usage\":{{\"output_tokens\":1000}}}}\n\n"
-        );
-        let mut meter = Meter::new(true);
-        for chunk in body.as_bytes().chunks(4096) {
-            meter.feed(&Bytes::copy_from_slice(chunk));
+    fn sse_lines_end_with_lf_cr_or_crlf_and_events_are_read_whatever_the_chunking() {
+        let body = |text: &str| {
+            format!(
+                ": a comment\r\nevent: message_start\r\ndata: {{\"message\":\r\ndata: {{\"model\":\"m\",\"usage\":{{\"input_tokens\":3}}}}}}\r\n\r\n\
+                 event: content_block_delta\ndata: {{\"delta\":{{\"text\":\"{text}\"}}}}\n\n\
+                 data: {{\"usage\":{{\"output_tokens\":99}}}}\revent: message_delta\r\r\
+                 data: {{\"usage\":{{\"output_tokens\":1000}}}}\n\n"
+            )
+        };
+        // One 3 MiB event in 4 KiB chunks (it once took the parser a minute), and a small
+        // stream byte by byte, so every line end is split from its line, and CR from LF.
+        let big = body(&"x".repeat(3 * 1024 * 1024));
+        for (body, size) in [(big.as_str(), 4096), (&body("hi"), 1)] {
+            let mut meter = Meter::new(true);
+            for chunk in body.as_bytes().chunks(size) {
+                meter.feed(&Bytes::copy_from_slice(chunk));
+            }
+            let r = meter.finish();
+            assert!(!r.unreadable);
+            assert_eq!(
+                r.model.as_deref(),
+                Some("m"),
+                "data lines are joined by a newline"
+            );
+            assert_eq!(r.usage.input_tokens, 3);
+            assert_eq!(
+                r.usage.output_tokens, 99,
+                "the event name may follow the data; an unnamed event is not a usage report"
+            );
         }
-        let r = meter.finish();
-        assert_eq!(
-            r.model.as_deref(),
-            Some("m"),
-            "data lines are joined by a newline"
-        );
-        assert_eq!(r.usage.input_tokens, 3);
-        assert_eq!(
-            r.usage.output_tokens, 99,
-            "the event name may follow the data; an unnamed event is not a usage report"
-        );
     }
 
     #[test]
-    fn a_json_body_too_large_to_keep_is_not_metered() {
+    fn a_json_body_too_large_to_keep_is_unreadable() {
         let mut meter = Meter::new(false);
         meter.feed(&Bytes::from_static(br#"{"usage":{"input_tokens":4,"#));
         meter.feed(&Bytes::from(vec![b' '; MAX_JSON]));
         meter.feed(&Bytes::from_static(br#""output_tokens":5}}"#));
-        assert!(!meter.finish().seen);
+        let r = meter.finish();
+        assert!(!r.seen);
+        assert!(r.unreadable, "billed at its worst case, never as free");
+    }
+
+    /// What a meter reads from `parts` joined, in chunks of `size` bytes.
+    fn read_sse(parts: &[&[u8]], size: usize) -> Reported {
+        let body = parts.concat();
+        read(
+            body.chunks(size).map(Bytes::copy_from_slice).collect(),
+            true,
+        )
+    }
+
+    #[test]
+    fn a_long_line_is_skipped_unless_a_usage_report_needs_it() {
+        let long = vec![b'x'; 3 * MAX_LINE];
+        let start: &[u8] =
+            b"event: message_start\ndata: {\"message\":{\"usage\":{\"input_tokens\":7}}}\n\n";
+        let delta: &[u8] =
+            b"event: message_delta\r\ndata: {\"usage\":{\"output_tokens\":9}}\r\n\r\n";
+        for size in [1000, 4096, 100_000] {
+            // A text delta's long data line (and a long comment) are skipped, never kept.
+            let r = read_sse(
+                &[
+                    start,
+                    b"event: content_block_delta\r\ndata: ",
+                    &long,
+                    b"\r\n:",
+                    &long,
+                    b"\r\n\r\n",
+                    delta,
+                ],
+                size,
+            );
+            assert!(!r.unreadable, "chunks of {size}");
+            assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (7, 9));
+            // The same line in a usage report: what it used is unknown.
+            let r = read_sse(
+                &[
+                    start,
+                    b"event: message_delta\ndata: ",
+                    &long,
+                    b"\n\n",
+                    delta,
+                ],
+                size,
+            );
+            assert!(r.unreadable, "chunks of {size}");
+            assert_eq!(r.usage.input_tokens, 7, "what came before is kept");
+            // A long line of another field.
+            let r = read_sse(&[start, b"event: ", &long, b"\n\n", delta], size);
+            assert!(r.unreadable, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_is_not_utf8_is_unreadable() {
+        let r = read_sse(
+            &[
+                b"event: message_delta\ndata: \xff\n\n",
+                b"event: message_delta\ndata: {\"usage\":{\"output_tokens\":1}}\n\n",
+            ],
+            7,
+        );
+        assert!(r.unreadable);
+        assert!(!r.seen);
     }
 }

@@ -20,6 +20,7 @@ mod escape;
 mod gateway;
 mod gateway_e2e;
 mod gateway_keys;
+mod gateway_meter;
 mod gateway_upload;
 mod housekeeping;
 mod providers;
