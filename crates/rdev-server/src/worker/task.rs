@@ -267,6 +267,18 @@ async fn build_in(
         Err(e) => return failed(e, true),
     };
     request.model_grant = Some(grant.model_grant());
+    if provider_id.as_str() == rdev_core::AgentProvider::OPENCODE
+        && !cx.project.network_allow.is_empty()
+    {
+        // Fails closed, and says so: the shared server's commands cannot be told apart.
+        cx.note(
+            "egress",
+            json!({"outcome": "not_applied", "allow": cx.project.network_allow,
+                   "detail": "the project's network_allow applies to Claude Code runs only: \
+                              OpenCode runs reach nothing but the model (docs/gateway.md)"}),
+        )
+        .await;
+    }
     // The attempt's gateway token must never be committed either (push protection).
     let injection = &injection.with_value("gateway token", grant.token().clone());
     let (sink, forwarder) =

@@ -413,7 +413,7 @@ async fn with_the_first_upstreams_down_or_overloaded_the_build_completes_through
 
 #[tokio::test]
 async fn a_shared_opencode_servers_calls_are_attributed_to_their_task_by_session() {
-    let w = world(true, vec![], |_, _| {}).await;
+    let w = world(true, vec!["packages.example.com:443".into()], |_, _| {}).await;
     let id = w
         .build(json!({
             "prompt": "@@bash echo \"$ANTHROPIC_BASE_URL\" > base.txt; env | grep -c 'sk-ant-real' > real.txt; true\n@@reply done",
@@ -437,4 +437,10 @@ async fn a_shared_opencode_servers_calls_are_attributed_to_their_task_by_session
     assert_eq!(t["usage"]["input_tokens"], input, "{t}");
     assert_eq!(t["usage"]["output_tokens"], output, "{t}");
     assert_eq!(t["usage"]["by_attempt"][0]["provider"], "opencode");
+    // The project's allow-list is not applied to OpenCode, and the task says so.
+    let events = w.events(&id).await;
+    let egress: Vec<&Value> = events.iter().filter(|e| e["kind"] == "egress").collect();
+    assert_eq!(egress.len(), 1, "{events:?}");
+    assert_eq!(egress[0]["outcome"], "not_applied");
+    assert_eq!(egress[0]["allow"][0], "packages.example.com:443");
 }
