@@ -82,20 +82,26 @@ impl GatewayLink {
         mode: SandboxMode,
         token: &SecretString,
     ) -> Vec<(String, SecretString)> {
-        let base = self.base_url(mode);
-        let proxy = base.replacen("http://", &format!("http://rdev:{}@", token.expose()), 1);
-        let mut env = vec![
-            ("ANTHROPIC_BASE_URL".to_owned(), SecretString::new(base)),
-            ("ANTHROPIC_API_KEY".to_owned(), token.clone()),
-        ];
-        for name in ["HTTPS_PROXY", "https_proxy"] {
-            env.push((name.to_owned(), SecretString::new(proxy.clone())));
-        }
-        for name in ["NO_PROXY", "no_proxy"] {
-            env.push((name.to_owned(), SecretString::new("127.0.0.1,localhost")));
-        }
-        env
+        gateway_env(self.base_url(mode), token)
     }
+}
+
+/// The environment that points an agent at the gateway at `base` (`http://host:port`)
+/// with `token`: the Messages API's base URL and key, and the egress proxy (the token is
+/// its password).
+pub fn gateway_env(base: String, token: &SecretString) -> Vec<(String, SecretString)> {
+    let proxy = base.replacen("http://", &format!("http://rdev:{}@", token.expose()), 1);
+    let mut env = vec![
+        ("ANTHROPIC_BASE_URL".to_owned(), SecretString::new(base)),
+        ("ANTHROPIC_API_KEY".to_owned(), token.clone()),
+    ];
+    for name in ["HTTPS_PROXY", "https_proxy"] {
+        env.push((name.to_owned(), SecretString::new(proxy.clone())));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.push((name.to_owned(), SecretString::new("127.0.0.1,localhost")));
+    }
+    env
 }
 
 /// Whether an environment variable would give an agent a way to the model (or anywhere)

@@ -143,6 +143,12 @@ pub struct KubectlConfig {
     /// Its container (`-c`).
     #[serde(default)]
     pub container: Option<String>,
+    /// rdev's model gateway as the pod reaches it (`http://host:port`: rdev's
+    /// `gateway.listen`, exposed to the cluster). Set, the pod gets the attempt's token and
+    /// this URL (and the egress proxy behind it) instead of any model key; unset, it keeps
+    /// its own model setup and rdev's configured `env` (docs/security.md).
+    #[serde(default)]
+    pub gateway_url: Option<String>,
 }
 
 /// Invalid Claude Code settings or request environment.
@@ -157,6 +163,9 @@ pub enum ConfigError {
     /// A kubectl transport without a pod.
     #[error("kubectl transport needs a pod name")]
     MissingPod,
+    /// A kubectl transport's `gateway_url` that is not `http://host[:port]`.
+    #[error("kubectl transport gateway_url {0:?} is not http://host[:port] (no path, no user)")]
+    InvalidGatewayUrl(String),
 }
 
 impl ErrorCode for ConfigError {
@@ -165,8 +174,23 @@ impl ErrorCode for ConfigError {
             Self::InvalidEnvName(_) => "invalid_env_name",
             Self::InvalidEnvValue(_) => "invalid_env_value",
             Self::MissingPod => "kubectl_pod_missing",
+            Self::InvalidGatewayUrl(_) => "kubectl_gateway_url_invalid",
         }
     }
+}
+
+/// Whether `u` is a plain `http://host[:port]` (a trailing `/` allowed): the gateway's
+/// listener speaks plain HTTP, and the token goes into the proxy URL's user part.
+fn is_gateway_url(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|p| {
+        p.scheme() == "http"
+            && p.host_str().is_some_and(|h| !h.is_empty())
+            && p.username().is_empty()
+            && p.password().is_none()
+            && p.path() == "/"
+            && p.query().is_none()
+            && p.fragment().is_none()
+    })
 }
 
 impl ClaudeCodeConfig {
@@ -178,6 +202,11 @@ impl ClaudeCodeConfig {
         if let TransportConfig::Kubectl(k) = &self.transport {
             if k.pod.trim().is_empty() {
                 return Err(ConfigError::MissingPod);
+            }
+            if let Some(u) = &k.gateway_url {
+                if !is_gateway_url(u) {
+                    return Err(ConfigError::InvalidGatewayUrl(u.clone()));
+                }
             }
         }
         Ok(())
@@ -305,6 +334,7 @@ mod tests {
                 pod: "p1".into(),
                 namespace: Some("ns".into()),
                 container: None,
+                gateway_url: None,
             })
         );
         assert!(!format!("{cfg:?}").contains("\"k\""));
@@ -322,10 +352,32 @@ mod tests {
                 pod: " ".into(),
                 namespace: None,
                 container: None,
+                gateway_url: None,
             }),
             ..ClaudeCodeConfig::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::MissingPod));
+    }
+
+    #[test]
+    fn a_kubectl_gateway_url_is_plain_http_to_a_host_and_port() {
+        for ok in [
+            "http://rdev-gw.rdev.svc:17700",
+            "http://10.0.0.5:80/",
+            "http://gw",
+        ] {
+            assert!(is_gateway_url(ok), "{ok}");
+        }
+        for bad in [
+            "https://gw:17700",
+            "http://gw:17700/v1",
+            "http://rdev:token@gw:17700",
+            "http://gw:17700/?x=1",
+            "gw:17700",
+            "",
+        ] {
+            assert!(!is_gateway_url(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -357,6 +409,7 @@ mod tests {
                 pod: "p".into(),
                 namespace: None,
                 container: None,
+                gateway_url: None,
             }),
             ..cfg
         };

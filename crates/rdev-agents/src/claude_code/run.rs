@@ -21,7 +21,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{check_env_name, ClaudeCodeConfig, PermissionMode},
+    config::{check_env_name, ClaudeCodeConfig, PermissionMode, TransportConfig},
     sessions::SessionFiles,
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
@@ -98,15 +98,24 @@ fn looks_secret(name: &str) -> bool {
         .any(|w| name.to_ascii_uppercase().contains(w))
 }
 
-/// The gateway a local run's model calls go through, when the request holds a grant for
-/// it: the kubectl transport's pod cannot reach rdev's socket and keeps its own setup.
+/// The gateway a run's model calls go through (its base URL as the agent sees it) and the
+/// token, when the request holds a grant for it: a local run's through its sandbox link; a
+/// kubectl pod's at the transport's `gateway_url`, without which the pod cannot reach rdev
+/// and keeps its own setup.
 fn gateway<'a>(
-    config: &'a ClaudeCodeConfig,
+    config: &ClaudeCodeConfig,
     request: &'a AgentRequest,
-) -> Option<(&'a crate::sandbox::GatewayLink, &'a SecretString)> {
-    let link = config.sandbox.gateway.as_ref()?;
+) -> Option<(String, &'a SecretString)> {
     let grant = request.model_grant.as_ref()?;
-    (config.transport == super::config::TransportConfig::Local).then_some((link, &grant.token))
+    let base = match &config.transport {
+        TransportConfig::Local => config
+            .sandbox
+            .gateway
+            .as_ref()?
+            .base_url(config.sandbox.mode),
+        TransportConfig::Kubectl(k) => k.gateway_url.as_deref()?.trim_end_matches('/').to_owned(),
+    };
+    Some((base, &grant.token))
 }
 
 /// The variables rdev sets, in increasing precedence: fixed flags, the per-workdir config
@@ -139,9 +148,9 @@ fn run_env(
         check_env_name(k).map_err(|e| invalid("env", e.to_string()))?;
         env.insert(k.clone(), v.clone());
     }
-    if let Some((link, token)) = gateway(config, request) {
+    if let Some((base, token)) = gateway(config, request) {
         env.retain(|k, _| !crate::sandbox::bypasses_gateway(k));
-        env.extend(link.agent_env(config.sandbox.mode, token));
+        env.extend(crate::sandbox::gateway_env(base, token));
     }
     Ok(env.into_iter().collect())
 }

@@ -329,6 +329,7 @@ mod tests {
                 pod: "pod-1".into(),
                 namespace: Some("ns".into()),
                 container: Some("c".into()),
+                gateway_url: None,
             },
             vec![],
         );
@@ -356,6 +357,7 @@ mod tests {
                 pod: "p".into(),
                 namespace: None,
                 container: None,
+                gateway_url: None,
             },
             vec![],
         );

@@ -355,6 +355,7 @@ async fn kubectl_transport_runs_the_real_cli_through_the_stand_in() {
         pod: "agent-0".into(),
         namespace: Some("builds".into()),
         container: Some("claude".into()),
+        gateway_url: None,
     });
     // The "pod" is this machine: give the CLI a private config dir there too.
     let remote_config = env.state.path().join("remote");

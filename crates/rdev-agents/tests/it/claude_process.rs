@@ -451,6 +451,7 @@ echo '{RESULT}'"#,
         pod: "agent-0".into(),
         namespace: Some("builds".into()),
         container: Some("claude".into()),
+        gateway_url: None,
     });
     cfg.inherit_env.push("KUBECTL_LOCAL_LOG".into());
     let _env = ProcessEnv::set("KUBECTL_LOCAL_LOG", &log).await;
@@ -487,6 +488,81 @@ echo '{RESULT}'"#,
     );
 }
 
+#[derive(Debug)]
+struct NoSessions;
+
+impl rdev_core::SessionAttribution for NoSessions {
+    fn attribute(&self, _: &str) {}
+}
+
+#[tokio::test]
+async fn kubectl_transport_with_a_gateway_url_gives_the_pod_the_token_never_the_key() {
+    let f = Fixture::new();
+    let env_file = f.path("pod-env");
+    let bin = f.script(
+        "claude-remote",
+        &format!(
+            "env > '{}'\necho '{INIT}'\necho '{RESULT}'",
+            env_file.display()
+        ),
+    );
+    let mut cfg = f.config(&bin);
+    cfg.env.insert(
+        "ANTHROPIC_API_KEY".into(),
+        SecretString::new("sk-ant-real-key-0123"),
+    );
+    cfg.env.insert(
+        "ANTHROPIC_BASE_URL".into(),
+        SecretString::new("https://api.anthropic.com"),
+    );
+    cfg.transport = TransportConfig::Kubectl(KubectlConfig {
+        kubectl_bin: kubectl_local(),
+        pod: "agent-0".into(),
+        namespace: None,
+        container: None,
+        gateway_url: Some("http://rdev-gateway.rdev.svc:17700/".into()),
+    });
+    let agent = ClaudeCodeAgent::new(cfg).unwrap();
+    let mut req = f.request("go", 60);
+    req.model_grant = Some(rdev_core::ModelGrant {
+        token: SecretString::new("rdev-attempt-token-42"),
+        sessions: Arc::new(NoSessions),
+    });
+    let (result, _) = run(&agent, req).await;
+    assert_eq!(result.unwrap().status, AgentStatus::Success);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        var("ANTHROPIC_BASE_URL").as_deref(),
+        Some("http://rdev-gateway.rdev.svc:17700")
+    );
+    assert_eq!(
+        var("ANTHROPIC_API_KEY").as_deref(),
+        Some("rdev-attempt-token-42")
+    );
+    assert_eq!(
+        var("HTTPS_PROXY").as_deref(),
+        Some("http://rdev:rdev-attempt-token-42@rdev-gateway.rdev.svc:17700")
+    );
+    assert!(!env.contains("sk-ant-real-key"), "the pod got the real key");
+
+    // The gateway's listener speaks plain HTTP: another URL is refused up front.
+    let mut cfg = f.config(&bin);
+    cfg.transport = TransportConfig::Kubectl(KubectlConfig {
+        kubectl_bin: kubectl_local(),
+        pod: "agent-0".into(),
+        namespace: None,
+        container: None,
+        gateway_url: Some("https://rdev-gateway:17700".into()),
+    });
+    let err = ClaudeCodeAgent::new(cfg).unwrap_err();
+    assert!(err.to_string().contains("gateway_url"), "{err}");
+}
+
 #[tokio::test]
 async fn kubectl_transport_cancel_kills_the_remote_family() {
     let f = Fixture::new();
@@ -496,6 +572,7 @@ async fn kubectl_transport_cancel_kills_the_remote_family() {
         pod: "agent-0".into(),
         namespace: None,
         container: None,
+        gateway_url: None,
     });
     let agent = Arc::new(ClaudeCodeAgent::new(cfg).unwrap());
     let req = f.request("go", 600);

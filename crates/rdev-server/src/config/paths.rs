@@ -216,6 +216,7 @@ mod tests {
                 pod: "p".into(),
                 namespace: None,
                 container: None,
+                gateway_url: None,
             });
         c.agents.claude_code.bin = Some("opt/claude".into());
         c.resolve_paths(Path::new("/b"));

@@ -335,6 +335,7 @@ mod tests {
             pod: "agent".into(),
             namespace: None,
             container: None,
+            gateway_url: None,
         });
         assert!(matches!(claude(&c, &[]), Credentials::Elsewhere(_)));
         set(&mut c.agents.claude_code.env, "ANTHROPIC_AUTH_TOKEN", "pod");

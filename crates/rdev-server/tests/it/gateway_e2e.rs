@@ -156,6 +156,20 @@ fn reported(model: &ScriptedModel) -> (u64, u64, usize) {
     (input, output, answered.len())
 }
 
+/// The model got the real key on every call (it answers nothing else), and task `t`'s
+/// metered usage is what the model reported, over at least `min_calls` calls.
+fn assert_real_key_upstream_and_metered(w: &World, t: &Value, min_calls: usize) {
+    let requests = w.model.requests();
+    assert!(
+        requests.iter().all(|r| r.status != 401),
+        "every call the model saw carried the real key: {requests:?}"
+    );
+    let (input, output, calls) = reported(&w.model);
+    assert!(calls >= min_calls, "{requests:?}");
+    assert_eq!(t["usage"]["input_tokens"], input, "metered: {t}");
+    assert_eq!(t["usage"]["output_tokens"], output, "metered: {t}");
+}
+
 #[tokio::test]
 async fn a_sandboxed_claude_holds_no_real_key_reaches_only_the_gateway_and_is_metered() {
     let host_service = http_stub("127.0.0.1:0", "host-service").await;
@@ -427,15 +441,8 @@ async fn a_shared_opencode_servers_calls_are_attributed_to_their_task_by_session
         "http://127.0.0.1:17700/v1"
     );
     assert_eq!(pushed(&w.remote, "real.txt").trim(), "0");
-    let requests = w.model.requests();
-    assert!(
-        requests.iter().all(|r| r.status != 401),
-        "every call carried the real key: {requests:?}"
-    );
-    let (input, output, calls) = reported(&w.model);
-    assert!(calls >= 2, "title and turns: {requests:?}");
-    assert_eq!(t["usage"]["input_tokens"], input, "{t}");
-    assert_eq!(t["usage"]["output_tokens"], output, "{t}");
+    // Title and turns.
+    assert_real_key_upstream_and_metered(&w, &t, 2);
     assert_eq!(t["usage"]["by_attempt"][0]["provider"], "opencode");
     // The project's allow-list is not applied to OpenCode, and the task says so.
     let events = w.events(&id).await;
@@ -443,4 +450,46 @@ async fn a_shared_opencode_servers_calls_are_attributed_to_their_task_by_session
     assert_eq!(egress.len(), 1, "{events:?}");
     assert_eq!(egress[0]["outcome"], "not_applied");
     assert_eq!(egress[0]["allow"][0], "packages.example.com:443");
+}
+
+#[tokio::test]
+async fn a_claude_in_a_kubectl_pod_reaches_the_model_through_the_gateway_with_a_token() {
+    // The "pod" is this machine (scripts/kubectl-local); it reaches the gateway's loopback
+    // listener, as a real pod would reach it through the operator's tunnel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway_url = format!("http://127.0.0.1:{port}");
+    let url = gateway_url.clone();
+    let w = world(false, vec![], move |c, _| {
+        c.gateway.listen = ([127, 0, 0, 1], port).into();
+        let kubectl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kubectl-local");
+        c.agents.claude_code.transport = rdev_agents::claude_code::TransportConfig::Kubectl(
+            rdev_agents::claude_code::KubectlConfig {
+                kubectl_bin: kubectl.into(),
+                pod: "agent-0".into(),
+                namespace: None,
+                container: None,
+                gateway_url: Some(url),
+            },
+        );
+    })
+    .await;
+    let id = w
+        .build(json!({
+            "prompt": format!("@@bash echo \"$ANTHROPIC_BASE_URL\" > base.txt; env | grep -c '{REAL_KEY}' > real.txt; true\n@@reply done"),
+            "auto_deploy": true
+        }))
+        .await;
+    let t = w.finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(pushed(&w.remote, "base.txt").trim(), gateway_url);
+    assert_eq!(
+        pushed(&w.remote, "real.txt").trim(),
+        "0",
+        "the pod got the real key"
+    );
+    assert_real_key_upstream_and_metered(&w, &t, 1);
 }
