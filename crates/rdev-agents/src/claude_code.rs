@@ -73,6 +73,7 @@ impl CodeAgent for ClaudeCodeAgent {
             streaming: true,
             models: Vec::new(),
             cost_reporting: true,
+            network_allow: self.config.gateway_base_url().is_some(),
         }
     }
 

@@ -214,6 +214,8 @@ impl CodeAgent for OpenCodeAgent {
             streaming: true,
             models: Vec::new(),
             cost_reporting: true,
+            // One shared server: a CONNECT from its tools cannot be told to be a task's.
+            network_allow: false,
         }
     }
 

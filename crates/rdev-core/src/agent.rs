@@ -269,6 +269,10 @@ pub struct Capabilities {
     /// Model names known to work; empty means "whatever the provider accepts".
     pub models: Vec<String>,
     pub cost_reporting: bool,
+    /// Whether a project's `network_allow` reaches this agent's runs (their proxy is the
+    /// gateway's egress proxy). When false, a run reaches nothing but the model (OpenCode's
+    /// shared server) or what its pod allows (Claude Code over kubectl without a gateway).
+    pub network_allow: bool,
 }
 
 /// Why an agent could not run or finish. A run that the agent itself reports as failed is

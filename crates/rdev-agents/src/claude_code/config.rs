@@ -194,6 +194,20 @@ fn is_gateway_url(u: &str) -> bool {
 }
 
 impl ClaudeCodeConfig {
+    /// The model gateway's base URL as this agent's runs see it: a local run's through its
+    /// sandbox link; a kubectl pod's at `gateway_url`, without which the pod cannot reach
+    /// rdev and keeps its own setup. `None`: runs do not go through the gateway.
+    pub fn gateway_base_url(&self) -> Option<String> {
+        match &self.transport {
+            TransportConfig::Local => {
+                Some(self.sandbox.gateway.as_ref()?.base_url(self.sandbox.mode))
+            }
+            TransportConfig::Kubectl(k) => {
+                Some(k.gateway_url.as_deref()?.trim_end_matches('/').to_owned())
+            }
+        }
+    }
+
     /// Checks settings that would otherwise fail at the first run.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in self.env.keys() {

@@ -21,7 +21,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{check_env_name, ClaudeCodeConfig, PermissionMode, TransportConfig},
+    config::{check_env_name, ClaudeCodeConfig, PermissionMode},
     sessions::SessionFiles,
     stream::{LineReader, StreamParser},
     transport::{parse_remote_pid, Launch, Transport},
@@ -99,23 +99,13 @@ fn looks_secret(name: &str) -> bool {
 }
 
 /// The gateway a run's model calls go through (its base URL as the agent sees it) and the
-/// token, when the request holds a grant for it: a local run's through its sandbox link; a
-/// kubectl pod's at the transport's `gateway_url`, without which the pod cannot reach rdev
-/// and keeps its own setup.
+/// token, when the request holds a grant for it.
 fn gateway<'a>(
     config: &ClaudeCodeConfig,
     request: &'a AgentRequest,
 ) -> Option<(String, &'a SecretString)> {
     let grant = request.model_grant.as_ref()?;
-    let base = match &config.transport {
-        TransportConfig::Local => config
-            .sandbox
-            .gateway
-            .as_ref()?
-            .base_url(config.sandbox.mode),
-        TransportConfig::Kubectl(k) => k.gateway_url.as_deref()?.trim_end_matches('/').to_owned(),
-    };
-    Some((base, &grant.token))
+    Some((config.gateway_base_url()?, &grant.token))
 }
 
 /// The variables rdev sets, in increasing precedence: fixed flags, the per-workdir config

@@ -31,8 +31,8 @@ pub struct Reported {
     /// Whether any usage was reported at all.
     pub seen: bool,
     /// The response could not be read to its end (a JSON body over 16 MiB, a usage event
-    /// with a line over 64 KiB, a stream that is not UTF-8): what it used is unknown, so it is billed at its
-    /// worst case, never as free.
+    /// with a line over 64 KiB, a stream that is not UTF-8): what it used is unknown, so it
+    /// is billed at its worst case, never as free.
     pub unreadable: bool,
 }
 
@@ -240,8 +240,8 @@ impl Sse {
     /// The line begun in `partial` and continued by `more` is too long to read: decides
     /// what the parser gets instead, by the line's field.
     fn skip(&mut self, more: &[u8]) {
-        let mut head = self.partial.split().to_vec();
-        head.extend(more.iter().take(5));
+        let head: Vec<u8> = self.partial.iter().chain(more).take(5).copied().collect();
+        self.partial.clear();
         if head.starts_with(b"data:") {
             self.skipping = Some(ELIDED);
         } else if head.starts_with(b":") {

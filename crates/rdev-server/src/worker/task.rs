@@ -267,15 +267,15 @@ async fn build_in(
         Err(e) => return failed(e, true),
     };
     request.model_grant = Some(grant.model_grant());
-    if provider_id.as_str() == rdev_core::AgentProvider::OPENCODE
-        && !cx.project.network_allow.is_empty()
-    {
-        // Fails closed, and says so: the shared server's commands cannot be told apart.
+    if !cx.project.network_allow.is_empty() && !agent.capabilities().network_allow {
+        // Fails closed, and says so.
         cx.note(
             "egress",
             json!({"outcome": "not_applied", "allow": cx.project.network_allow,
-                   "detail": "the project's network_allow applies to Claude Code runs only: \
-                              OpenCode runs reach nothing but the model (docs/gateway.md)"}),
+                   "provider": provider_id,
+                   "detail": "the project's network_allow does not reach this agent's runs: \
+                              they reach nothing but the model, or what their pod allows \
+                              (docs/gateway.md)"}),
         )
         .await;
     }

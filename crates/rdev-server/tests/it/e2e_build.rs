@@ -267,12 +267,11 @@ async fn deployed_build_reaches_the_remote_ci_and_callback(pg: bool) {
     assert_eq!(t["result"]["agent"]["pipeline"]["status"], "success");
     // The receiver answered before the dispatcher recorded the delivery: wait for it.
     delivered(&w, &id).await;
-    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = w
+        .app
+        .client()
+        .get_text(&format!("/tasks/{id}/events"))
+        .await;
     assert!(events.contains("event: tool_use"), "{events}");
     assert!(events.contains("event: end"));
     assert!(!w.model.requests().is_empty());
@@ -495,12 +494,11 @@ async fn injected_secret_is_redacted_from_events_callback_and_argv() {
     assert!(body.contains("[redacted]"), "{body}");
     assert_eq!(got[0].json()["status"], "completed");
 
-    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = w
+        .app
+        .client()
+        .get_text(&format!("/tasks/{id}/events"))
+        .await;
     assert!(
         events.contains("token=[redacted]"),
         "the tool output was stored, redacted: {events}"
@@ -671,12 +669,11 @@ async fn deploy_build(w: &World, prompt: &str) -> (Value, String, String) {
         .into_iter()
         .find(|c| c.json()["task_id"] == id.as_str())
         .expect("the task's callback");
-    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = w
+        .app
+        .client()
+        .get_text(&format!("/tasks/{id}/events"))
+        .await;
     (t, String::from_utf8(callback.body).unwrap(), events)
 }
 

@@ -145,12 +145,11 @@ async fn a_commit_pushed_meanwhile_is_rebased_onto_without_running_the_agent_aga
     assert_eq!(show("other.txt"), "theirs");
     let message = git(&["--git-dir", &w.remote, "log", "-1", "--format=%B", "main"]);
     assert!(message.contains(&format!("Rdev-Task: {id}")), "{message}");
-    let events = reqwest::get(format!("{}/tasks/{id}/events", w.app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = w
+        .app
+        .client()
+        .get_text(&format!("/tasks/{id}/events"))
+        .await;
     assert!(events.contains("\"step\":\"rebase\""), "{events}");
 }
 

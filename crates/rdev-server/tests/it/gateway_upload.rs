@@ -247,6 +247,21 @@ async fn gateway_to(upstreams: &[(&str, SocketAddr)], metrics: Metrics) -> Gatew
     Gateway::start(settings, None, metrics, None).await.unwrap()
 }
 
+/// An agent's call with `body` whole (sized, or chunked when it is a stream).
+async fn call(
+    gw: &Gateway,
+    grant: &rdev_server::gateway::Grant,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/messages", gw.url()))
+        .header("x-api-key", grant.token().expose())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// An agent's call whose body the test feeds piece by piece (with its `content-length`).
 struct Paced {
     tx: mpsc::UnboundedSender<Result<Bytes, std::io::Error>>,
@@ -400,13 +415,7 @@ async fn after_a_streamed_start_failover_sends_the_whole_body_to_the_next_upstre
     )
     .await;
     let grant = gw.grant(GrantSpec::default());
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", grant.token().expose())
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = call(&gw, &grant, body.clone()).await;
     assert_eq!(response.status(), 200);
     let seen = second.seen.lock().unwrap().clone();
     assert!(seen.len() == 2 && seen[1].1 == body, "byte for byte again");
@@ -442,14 +451,7 @@ async fn a_large_body_arrives_upstream_byte_for_byte_with_or_without_its_length(
     let gw = gateway_to(&[("only", addr)], Metrics::default()).await;
     let grant = gw.grant(GrantSpec::default());
     let body = big_body(6 * MIB);
-    let http = reqwest::Client::new();
-    let sized = http
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", grant.token().expose())
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let sized = call(&gw, &grant, body.clone()).await;
     assert_eq!(sized.status(), 200);
     assert_eq!(sized.bytes().await.unwrap(), JSON_ANSWER.as_bytes());
     // Sent chunked, in uneven pieces.
@@ -457,13 +459,12 @@ async fn a_large_body_arrives_upstream_byte_for_byte_with_or_without_its_length(
         .windows(2)
         .map(|w| Ok(body.slice(w[0]..w[1])))
         .collect();
-    let chunked = http
-        .post(format!("{}/v1/messages", gw.url()))
-        .header("x-api-key", grant.token().expose())
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
-        .send()
-        .await
-        .unwrap();
+    let chunked = call(
+        &gw,
+        &grant,
+        reqwest::Body::wrap_stream(futures::stream::iter(pieces)),
+    )
+    .await;
     assert_eq!(chunked.status(), 200);
     let seen = up.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
